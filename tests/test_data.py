@@ -1,0 +1,46 @@
+"""Loaders return typed records with the counts upstream documents."""
+import json
+
+import pytest
+
+from alpaca_nb import data
+from alpaca_nb.errors import AlpacaNbError
+
+
+def test_seed_tasks_match_upstream_counts():
+    seeds = data.load_seed_tasks()
+    assert len(seeds) == 175
+    assert sum(bool(e.input) for e in seeds) == 125
+    assert sum(bool(e.meta["is_classification"]) for e in seeds) == 26
+    assert seeds[0].id == "seed_task_0" and seeds[0].source == "seed_tasks"
+    assert set(seeds[0].to_alpaca()) == {"instruction", "input", "output"}
+
+
+def test_evaluation_sets():
+    tasks, davinci = data.load_user_oriented_tasks(), data.load_davinci_user_oriented()
+    assert len(tasks) == len(davinci) == 252
+    assert davinci[0].meta["generator"] == "text-davinci-003"
+    assert tasks[0].instruction.strip() == davinci[0].instruction.strip()
+    for generator in data.ALPACA_EVAL_GENERATORS:
+        outputs = data.load_alpaca_eval(generator)
+        assert len(outputs) == 805 and all(e.output for e in outputs[:50])
+    assert data.load_alpaca_eval("alpaca-7b")[0].meta["generator"] == "alpaca-7b"
+    with pytest.raises(AlpacaNbError, match="unknown AlpacaEval generator 'gpt5'"):
+        data.load_alpaca_eval("gpt5")
+
+
+def test_alpaca_records_accepts_json_and_jsonl_and_names_bad_records(tmp_path):
+    rows = [{"instruction": "Add 2 and 3.", "input": "", "output": "5"},
+            {"instruction": "Translate to French.", "input": "cat", "output": "chat", "source": "mine"}]
+    as_json, as_jsonl = tmp_path / "a.json", tmp_path / "a.jsonl"
+    as_json.write_text(json.dumps(rows))
+    as_jsonl.write_text("\n".join(json.dumps(r) for r in rows))
+    for path in (as_json, as_jsonl):
+        records = data.load_alpaca_records(path)
+        assert [r.output for r in records] == ["5", "chat"] and records[1].meta == {"source": "mine"}
+    as_json.write_text(json.dumps(rows + [{"instruction": "No answer"}]))
+    with pytest.raises(AlpacaNbError, match=r"a.json: record 2: missing or empty 'output'"):
+        data.load_alpaca_records(as_json)
+    as_json.write_text("")
+    with pytest.raises(AlpacaNbError, match="no records"):
+        data.load_alpaca_records(as_json)

@@ -1,0 +1,64 @@
+"""The lessons: committed clean, parameterised by profile, and all run headlessly with papermill."""
+import ast
+import json
+
+import nbformat
+import pytest
+
+from alpaca_nb import notebooks
+from alpaca_nb.cli import main
+
+NOTEBOOKS = notebooks.list_notebooks()
+
+
+def _parameters_cell(nb) -> dict:
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    values = {}
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, ast.Assign):
+            values[node.targets[0].id] = ast.literal_eval(node.value)
+    return values
+
+
+def test_lessons_are_present_in_order():
+    assert [nb.stem[:2] for nb in NOTEBOOKS] == [f"{i:02d}" for i in range(1, len(NOTEBOOKS) + 1)]
+    assert NOTEBOOKS[0].stem == "01_seed_tasks"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_without_outputs_and_demo_defaults_match_profile(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), f"{path.name} has outputs"
+    defaults = _parameters_cell(nb)
+    demo = notebooks.profile_parameters("demo", path.stem)
+    assert {k: defaults.get(k) for k in demo} == demo, "profiles.yaml demo must equal the parameters cell"
+    assert set(notebooks.profile_parameters("smoke", path.stem)) <= set(defaults), "smoke sets unknown parameters"
+
+
+def test_failure_names_notebook_and_cell(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("raise ValueError('boom')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "99_broken.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(notebooks.NotebookFailed, match=r"99_broken.ipynb failed at cell 1 .*raise ValueError.*boom"):
+        notebooks.run_notebook(path, profile="smoke", out_dir=tmp_path / "out")
+
+
+def test_unknown_names_and_profiles_are_clear(capsys):
+    assert main(["run-notebooks", "--profile", "nope", "01"]) == 2
+    assert "unknown profile 'nope'" in capsys.readouterr().err
+    assert main(["run-notebooks", "42"]) == 2
+    assert "no single notebook matches '42'" in capsys.readouterr().err
+
+
+def test_every_lesson_runs_headlessly_with_the_smoke_profile(isolated_outputs):
+    """The whole course, in order, as `make test` and CI run it: each stage reads the previous one's outputs."""
+    assert main(["run-notebooks", "--profile", "smoke"]) == 0
+    for path in NOTEBOOKS:
+        executed = nbformat.read(isolated_outputs / "notebooks" / path.name, as_version=4)
+        assert executed.metadata["papermill"]["exception"] is None
+        stage = isolated_outputs / path.stem
+        assert stage.is_dir() and any(stage.iterdir()), f"{path.stem} wrote nothing"
+    assert (isolated_outputs / "01_seed_tasks" / "lengths.png").stat().st_size > 1000
