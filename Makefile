@@ -10,6 +10,9 @@ FETCH_FLAGS := $(if $(MIRROR),--mirror $(MIRROR))
 # The CPU wheel; on a CUDA machine use e.g. `make install TORCH=torch==2.13.0 TORCH_INDEX=--index-url=https://download.pytorch.org/whl/cu128`.
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
+# The lessons run offline on the embedded model: never wait on the Hugging Face hub.
+export HF_HUB_OFFLINE ?= 1
+export HF_HUB_DISABLE_TELEMETRY ?= 1
 PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 QUIET := 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 
