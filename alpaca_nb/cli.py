@@ -71,7 +71,62 @@ def _cmd_run_notebooks(args: argparse.Namespace) -> None:
 # --- lesson 02: generation (alpaca_nb.generate, alpaca_nb.dedupe) -----------------------------
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
-    pass
+    p = sub.add_parser("generate", help="lesson 02: Self-Instruct generation of Alpaca-style instructions (resumable)")
+    p.add_argument("--num-instructions", type=int, default=100, help="target number of kept instructions")
+    p.add_argument("--output-dir", help="folder for regen.json and summary.json (default: "
+                   "outputs/02_generate_instructions); rerunning on the same folder resumes")
+    p.add_argument("--backend", choices=("local", "openai", "url"), default="local",
+                   help="local: transformers serve on the embedded model (default); openai: OPENAI_API_KEY; "
+                   "url: any OpenAI-compatible --base-url (vLLM, llama.cpp, Ollama)")
+    p.add_argument("--base-url", help="OpenAI-compatible base URL ending in /v1")
+    p.add_argument("--model", help="model name (local: a model folder; default: the embedded SmolLM2-135M)")
+    p.add_argument("--api", choices=("chat", "completions"),
+                   help="endpoint style (default: chat for openai, completions otherwise, as Alpaca)")
+    p.add_argument("--seed-tasks", help="seed tasks JSONL (default: the 175 Self-Instruct seeds)")
+    p.add_argument("--max-concurrency", type=int, help="requests in flight (default: 1 local, 8 remote)")
+    p.add_argument("--request-batch-size", type=int, default=5,
+                   help="prompts per legacy-completions request where the server takes a list (Alpaca: 5)")
+    p.add_argument("--num-prompt-instructions", type=int, default=3, help="seed tasks shown per prompt")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-tokens", type=int, help="new tokens per response (default: 160 local, 3072 remote)")
+    p.add_argument("--stop", action="append", help="stop sequence, repeatable (default local: '###' and the next "
+                   "task's number, so one task per request; remote: Alpaca's '\\n20', '20.')")
+    p.add_argument("--seed", type=int, default=42, help="seed for prompt sampling and requests")
+    p.add_argument("--max-requests", type=int, help="stop after this many requests in total, even short of the target")
+    p.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request before retrying")
+    p.add_argument("--max-retries", type=int, default=5, help="retries per request on 429, 5xx and timeouts")
+    p.add_argument("--prices", help='JSON file of prices per 1M tokens, {"model": {"input": 0.15, "output": 0.6}}')
+    p.add_argument("--dry-run", action="store_true", help="print the token and cost estimate and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_generate)
+
+
+def _cmd_generate(args: argparse.Namespace) -> None:
+    import signal
+
+    from . import generate
+
+    config = generate.GenerateConfig(
+        num_instructions=args.num_instructions, output_dir=args.output_dir, backend=args.backend, model=args.model,
+        base_url=args.base_url, api=args.api, seed_tasks=args.seed_tasks, max_concurrency=args.max_concurrency,
+        request_batch_size=args.request_batch_size, num_prompt_instructions=args.num_prompt_instructions,
+        temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, stop=args.stop, seed=args.seed,
+        max_requests=args.max_requests, request_timeout=args.request_timeout, max_retries=args.max_retries,
+        prices=args.prices, progress=not args.no_progress)
+    print(generate.format_estimate(generate.estimate(config)), file=sys.stderr)
+    if args.dry_run:
+        return
+
+    def interrupt(signum, frame):  # `kill` (SIGTERM) unwinds like Ctrl-C: progress saved, local server stopped
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    summary = generate.generate(config)
+    _print_json({k: summary[k] for k in ("status", "kept", "target", "requests", "prompt_tokens",
+                                         "completion_tokens", "discarded", "retries", "cost_usd", "elapsed_s")})
+    print(f"wrote {config.out_dir() / generate.REGEN_FILE} and {config.out_dir() / generate.SUMMARY_FILE}",
+          file=sys.stderr)
 
 
 # --- lesson 03: diversity (alpaca_nb.diversity) -------------------------------------------------
@@ -102,19 +157,57 @@ def _cmd_diversity(args: argparse.Namespace) -> None:
 # --- lesson 04: fine-tuning (alpaca_nb.sft, alpaca_nb.train) -------------------------------------
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    pass
+    p = sub.add_parser("train", help="lesson 04: supervised fine-tuning (full, FSDP under torchrun, or 8-bit LoRA)",
+                       description="Fine-tune a causal LM on Alpaca-format data with Alpaca's templates. "
+                                   "Options left out take the --preset's values.")
+    p.add_argument("--mode", choices=("full", "fsdp", "8bit"), default="full",
+                   help="full: one device; fsdp: FSDP full_shard under torchrun; 8bit: LLM.int8 base + LoRA")
+    p.add_argument("--data", nargs="+", required=True, metavar="PATH", help="Alpaca-format .json/.jsonl file(s)")
+    p.add_argument("--model", default="default", help="Hugging Face model folder (default: embedded SmolLM2-135M)")
+    p.add_argument("--output-dir", required=True, help="where the model, logs, checkpoints and summary go")
+    p.add_argument("--preset", default="cpu-demo", help="alpaca-7b | alpaca-13b | alpaca-lora-7b | cpu-demo")
+    p.add_argument("--nproc", type=int, help="fsdp: processes to launch (default: one per GPU, 2 on CPU)")
+    p.add_argument("--optim", choices=("adamw_torch", "adamw_8bit"), help="adamw_8bit: bitsandbytes 8-bit AdamW")
+    p.add_argument("--batching", choices=("grouped", "random"), help="grouped by length (default) or random")
+    p.add_argument("--gradient-checkpointing", action="store_true", default=None, help="recompute activations")
+    p.add_argument("--resume", action="store_true", default=None, help="continue from the last checkpoint")
+    p.add_argument("--overwrite", action="store_true", default=None, help="discard checkpoints of an earlier run")
+    p.add_argument("--merge-lora", action="store_true", default=None, help="8bit: also save base+adapter merged")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (overrides epochs)")
+    p.add_argument("--epochs", type=float, dest="num_epochs")
+    p.add_argument("--learning-rate", "--lr", type=float, dest="learning_rate")
+    p.add_argument("--micro-batch-size", type=int, help="examples per device per forward pass")
+    p.add_argument("--effective-batch-size", type=int, help="micro-batch x accumulation x processes")
+    p.add_argument("--max-length", type=int, help="truncate prompt+response to this many tokens")
+    p.add_argument("--save-steps", type=int, help="checkpoint every N optimizer steps")
+    p.add_argument("--lora-r", type=int)
+    p.add_argument("--lora-alpha", type=int)
+    p.add_argument("--lora-dropout", type=float)
+    p.add_argument("--lora-target-modules", nargs="+", metavar="NAME")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from . import train, train_config
+
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "func", "preset", "nproc")}
+    summary = train.train(train_config.resolve_config(args.preset, **options), nproc=args.nproc)
+    if train.is_main_process():
+        _print_json(summary)
 
 
 # --- lesson 05: evaluation (alpaca_nb.answers, alpaca_nb.judge, alpaca_nb.winrate) ---------------
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    def endpoint_args(p: argparse.ArgumentParser, default: str, what: str) -> None:
-        p.add_argument("--backend", choices=("hf", "local", "openai", "url") if default == "hf" else
-                       ("local", "openai", "url"), default=default,
-                       help=f"{what}: 'hf' runs a model folder in process, 'local' serves one with `transformers "
-                            "serve`, 'openai' uses OPENAI_API_KEY, 'url' any compatible --base-url")
+    def endpoint_args(p: argparse.ArgumentParser, in_process: bool, what: str) -> None:
+        backends = ("hf", "local", "openai", "url") if in_process else ("local", "openai", "url")
+        p.add_argument("--backend", choices=backends, default=backends[0],
+                       help=f"{what}: " + ("'hf' runs the model folder in process, " if in_process else "") +
+                            "'local' serves it with `transformers serve` (or uses --base-url as is), "
+                            "'openai' uses OPENAI_API_KEY, 'url' any compatible --base-url")
         p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
-        p.add_argument("--workers", type=int, default=4 if default == "hf" else 1, help="concurrent HTTP requests")
+        p.add_argument("--workers", type=int, default=4 if in_process else 1, help="concurrent HTTP requests")
 
     def reference_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--reference", default="text_davinci_003",
@@ -124,7 +217,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("answer", help="lesson 05: answer an eval set; writes AlpacaEval's model_outputs.json")
     p.add_argument("--model", help="model folder, LoRA adapter folder, or endpoint model name (default: embedded)")
-    endpoint_args(p, "hf", "who answers")
+    endpoint_args(p, True, "who answers")
     p.add_argument("--eval-set", default="user_oriented", choices=("user_oriented", "alpaca_eval"))
     p.add_argument("-n", "--num-items", type=int, help="random subset of this many items (default: all)")
     p.add_argument("--seed", type=int, default=0, help="subset and sampling seed")
@@ -141,7 +234,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-outputs", required=True, help="the model's model_outputs.json")
     reference_args(p)
     p.add_argument("--judge-model", help="judge model: a folder for 'local' (default: embedded), a name otherwise")
-    endpoint_args(p, "local", "the judge")
+    endpoint_args(p, False, "the judge")
     p.add_argument("--order", choices=("random", "both", "fixed"), default="random",
                    help="which answer is shown first: random per item (seeded), both orders averaged, or fixed")
     p.add_argument("--seed", type=int, default=0)
@@ -176,11 +269,7 @@ def _endpoint(args: argparse.Namespace, model: str | None):
     if args.backend == "hf":
         yield None
         return
-    with contextlib.ExitStack() as stack:
-        try:
-            endpoint = stack.enter_context(open_endpoint(args.backend, model=model, base_url=args.base_url))
-        except ValueError as e:
-            raise AlpacaNbError(str(e)) from e
+    with open_endpoint(args.backend, model=model, base_url=args.base_url) as endpoint:
         yield endpoint
 
 
@@ -196,7 +285,8 @@ def _cmd_answer(args: argparse.Namespace) -> None:
                                  prompt_format=fmt, out_path=out, batch_size=args.batch_size,
                                  max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
                                  workers=args.workers)
-    _print_json({"model_outputs": str(out), "n": len(records), "generator": records[0]["generator"] if records else None})
+    _print_json({"model_outputs": str(out), "n": len(records),
+                 "generator": records[0]["generator"] if records else None})
 
 
 def _cmd_judge(args: argparse.Namespace) -> None:

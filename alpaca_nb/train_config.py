@@ -1,0 +1,110 @@
+"""Lesson 04 configuration: the training modes, the presets that reproduce Alpaca's recipes, one config object.
+
+The Alpaca rows come from stanford_alpaca's README (LLaMA-7B and -13B: batch 128, lr 2e-5 / 1e-5,
+3 / 5 epochs, max length 512, weight decay 0; warmup ratio 0.03 and a cosine schedule from its command line).
+``alpaca-lora-7b`` is alpaca-lora's ``finetune.py`` defaults (batch 128, micro-batch 4, lr 3e-4, 3 epochs,
+cutoff 256, 100 warmup steps, linear decay). ``cpu-demo`` is a few minutes on the embedded 135M model.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from .errors import AlpacaNbError
+
+MODES = ("full", "fsdp", "8bit")
+OPTIMIZERS = ("adamw_torch", "adamw_8bit")
+BATCHING = ("grouped", "random")
+
+PRESETS: dict[str, dict] = {
+    "alpaca-7b": dict(effective_batch_size=128, micro_batch_size=4, learning_rate=2e-5, num_epochs=3,
+                      max_length=512, weight_decay=0.0, warmup_ratio=0.03, lr_scheduler="cosine",
+                      save_steps=2000),
+    "alpaca-13b": dict(effective_batch_size=128, micro_batch_size=4, learning_rate=1e-5, num_epochs=5,
+                       max_length=512, weight_decay=0.0, warmup_ratio=0.03, lr_scheduler="cosine",
+                       save_steps=2000),
+    "alpaca-lora-7b": dict(effective_batch_size=128, micro_batch_size=4, learning_rate=3e-4, num_epochs=3,
+                           max_length=256, weight_decay=0.0, warmup_steps=100, lr_scheduler="linear",
+                           save_steps=200),
+    "cpu-demo": dict(effective_batch_size=8, micro_batch_size=4, learning_rate=5e-5, num_epochs=1,
+                     max_length=256, weight_decay=0.0, warmup_ratio=0.03, lr_scheduler="cosine",
+                     save_steps=50),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything one fine-tuning run needs; ``resolved_config.json`` in the output folder is this, as JSON.
+
+    ``effective_batch_size`` = ``micro_batch_size`` x gradient accumulation x world size; the accumulation
+    is derived at run time from the number of processes. ``max_steps`` > 0 stops early (overrides epochs).
+    """
+
+    data: list[str]
+    output_dir: str
+    mode: str = "full"
+    model: str = "default"
+    preset: str = "cpu-demo"
+    effective_batch_size: int = 8
+    micro_batch_size: int = 4
+    learning_rate: float = 5e-5
+    num_epochs: float = 1
+    max_length: int = 256
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    warmup_steps: int = 0
+    lr_scheduler: str = "cosine"
+    optim: str = "adamw_torch"
+    batching: str = "grouped"
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    max_steps: int = -1
+    logging_steps: int = 1
+    save_steps: int = 50
+    save_total_limit: int = 1
+    resume: bool = False
+    overwrite: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    merge_lora: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """A config from :meth:`to_dict`'s output (extra keys, e.g. run-time facts, are ignored)."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+    def accumulation_steps(self, world_size: int) -> int:
+        """Gradient accumulation steps that make ``effective_batch_size`` on ``world_size`` processes."""
+        per_step = self.micro_batch_size * world_size
+        if self.effective_batch_size % per_step:
+            raise AlpacaNbError(f"effective batch {self.effective_batch_size} is not a multiple of micro-batch "
+                                f"{self.micro_batch_size} x {world_size} processes; change --micro-batch-size, "
+                                "--effective-batch-size or --nproc")
+        return self.effective_batch_size // per_step
+
+
+def resolve_config(preset: str = "cpu-demo", **overrides) -> TrainConfig:
+    """The preset's values with ``overrides`` on top (``None`` means: keep the preset's value), validated."""
+    if preset not in PRESETS:
+        raise AlpacaNbError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    known = {f.name for f in fields(TrainConfig)} - {"preset"}
+    unknown = set(overrides) - known
+    if unknown:
+        raise AlpacaNbError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    values = PRESETS[preset] | {k: v for k, v in overrides.items() if v is not None}
+    config = TrainConfig(preset=preset, **values)
+    config.data = [str(p) for p in config.data]
+    config.output_dir = str(config.output_dir)
+    for name, value, allowed in (("mode", config.mode, MODES), ("optim", config.optim, OPTIMIZERS),
+                                 ("batching", config.batching, BATCHING)):
+        if value not in allowed:
+            raise AlpacaNbError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+    if config.mode == "8bit" and config.optim != "adamw_torch":
+        raise AlpacaNbError("--optim adamw_8bit is for full fine-tuning; 8bit mode trains LoRA adapters only")
+    if config.micro_batch_size < 1 or config.effective_batch_size < 1 or config.max_length < 2:
+        raise AlpacaNbError("micro_batch_size, effective_batch_size must be >= 1 and max_length >= 2")
+    return config

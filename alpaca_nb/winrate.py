@@ -1,0 +1,130 @@
+"""Lesson 05, step 3: AlpacaEval's leaderboard columns from pairwise annotations, and ROUGE-L vs the reference.
+
+The win rate is computed as AlpacaEval does (``alpaca_eval.metrics``): each parsed preference
+``p`` in {1, 1.5, 2} (0 also means a draw) becomes the per-item score ``p - 1`` in [0, 1] for
+output_2's generator; ``win_rate`` is their mean and ``standard_error`` the standard error of that
+mean (sample standard deviation / sqrt(n)), both in percent. Unparseable judgements
+(``preference`` ``None`` or NaN) are left out of every count and reported as ``n_unparseable``.
+``avg_length`` is the mean length in characters of output_2 over all annotations, truncated to an
+integer as AlpacaEval does.
+
+ROUGE-L (longest common subsequence F-measure, ``rouge-score``) against the reference answer is a weak
+signal: it rewards copying the reference's words, not being right or helpful, and a better answer
+phrased differently scores low. It is reported next to the judge, never instead of it.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import AlpacaNbError
+from .fileio import read_json
+
+
+def read_annotations(path: str | Path) -> list[dict[str, Any]]:
+    """Read an AlpacaEval annotations file, checking every record has ``output_2`` and a valid ``preference``."""
+    rows = read_json(path)
+    if not isinstance(rows, list) or not rows:
+        raise AlpacaNbError(f"{path}: expected a non-empty JSON list of annotations "
+                            "[{instruction, output_1, generator_1, output_2, generator_2, preference}]")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or not isinstance(row.get("output_2"), str) or "preference" not in row:
+            raise AlpacaNbError(f"{path}: annotation {i}: needs 'output_2' (text) and 'preference'")
+        preference_score(row["preference"], where=f"{path}: annotation {i}")
+    return rows
+
+
+def preference_score(preference: Any, where: str = "annotation") -> float | None:
+    """Output_2's score in [0, 1] for one AlpacaEval preference (0 and 1.5 are draws), ``None`` if unparseable."""
+    if preference is None or (isinstance(preference, float) and math.isnan(preference)):
+        return None
+    if isinstance(preference, bool) or not isinstance(preference, (int, float)) or not 0 <= preference <= 2:
+        raise AlpacaNbError(f"{where}: preference {preference!r} is not 1 (output_1 wins), 2 (output_2 wins), "
+                            "1.5 or 0 (draw), or null (unparseable)")
+    return 0.5 if preference == 0 else preference - 1.0
+
+
+def leaderboard(annotations: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """AlpacaEval's leaderboard columns for output_2's generator, plus ``n_unparseable``.
+
+    ``win_rate`` is ``None`` when no item was parsed, ``standard_error`` when fewer than two were.
+    """
+    scores = [s for s in (preference_score(a.get("preference")) for a in annotations) if s is not None]
+    n = len(scores)
+    mean = sum(scores) / n if n else None
+    sem = math.sqrt(sum((s - mean) ** 2 for s in scores) / (n - 1) / n) if n > 1 else None
+    return {
+        "win_rate": None if mean is None else mean * 100,
+        "standard_error": None if sem is None else sem * 100,
+        "n_wins": sum(s > 0.5 for s in scores),
+        "n_wins_base": sum(s < 0.5 for s in scores),
+        "n_draws": sum(s == 0.5 for s in scores),
+        "n_total": n,
+        "avg_length": int(sum(len(a["output_2"]) for a in annotations) / len(annotations)) if annotations else 0,
+        "n_unparseable": len(annotations) - n,
+    }
+
+
+def rouge_l(outputs: Sequence[str], references: Sequence[str]) -> list[float]:
+    """ROUGE-L F-measure of each output against its reference (``rouge-score``, no stemming)."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    return [scorer.score(ref, out)["rougeL"].fmeasure for out, ref in zip(outputs, references, strict=True)]
+
+
+def summary(annotations: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The leaderboard columns plus ``rouge_l``: the mean ROUGE-L of output_2 against output_1 (the reference)."""
+    scores = rouge_l([a["output_2"] for a in annotations], [a["output_1"] for a in annotations])
+    return leaderboard(annotations) | {"rouge_l": sum(scores) / len(scores) if scores else None}
+
+
+def answer_table(reference_outputs: Sequence[dict], model_outputs: dict[str, Sequence[dict]]):
+    """A pandas table, one row per instruction: the reference's answer and each model's, side by side."""
+    import pandas as pd
+
+    rows = {r["instruction"]: {"instruction": r["instruction"], r["generator"]: r["output"]}
+            for r in reference_outputs}
+    for outputs in model_outputs.values():
+        for r in outputs:
+            rows.setdefault(r["instruction"], {"instruction": r["instruction"]})[r["generator"]] = r["output"]
+    return pd.DataFrame([rows[r["instruction"]] for r in next(iter(model_outputs.values()))])
+
+
+def answer_stats(reference_outputs: Sequence[dict], model_outputs: dict[str, Sequence[dict]]):
+    """Per generator (the reference first): number of answers, mean length in characters and words, and mean
+    ROUGE-L against the reference answer of the same instruction. (The reference scores just under 1 against
+    itself: rouge-score's tokenizer keeps only ASCII letters and digits, so a non-English answer scores 0.)"""
+    import pandas as pd
+
+    references = {r["instruction"]: r["output"] for r in reference_outputs}
+    rows = []
+    for name, outputs in {reference_outputs[0]["generator"]: reference_outputs, **model_outputs}.items():
+        texts = [r["output"] for r in outputs]
+        scores = rouge_l(texts, [references[r["instruction"]] for r in outputs])
+        rows.append({"generator": name, "n": len(texts), "avg_length": sum(map(len, texts)) / len(texts),
+                     "avg_words": sum(len(t.split()) for t in texts) / len(texts),
+                     "rouge_l": sum(scores) / len(scores)})
+    return pd.DataFrame(rows).set_index("generator")
+
+def plot_win_rates(table: dict[str, dict[str, Any]], title: str = "") -> Any:
+    """Bar chart of ``win_rate`` ± ``standard_error`` per model (``{model: leaderboard(...)}``).
+
+    A dashed line marks 50 % (as good as the reference); each bar is labelled with its number of parsed
+    verdicts. Returns the matplotlib figure (save it with :func:`alpaca_nb.plots.save_figure`).
+    """
+    import matplotlib.pyplot as plt
+
+    names = list(table)
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(names), 3.6))
+    ax.bar(names, [table[m]["win_rate"] or 0 for m in names], yerr=[table[m]["standard_error"] or 0 for m in names],
+           capsize=6, color="#4C72B0")
+    ax.axhline(50, ls="--", color="grey", lw=1)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("win rate vs reference (%)")
+    ax.set_title(title)
+    for i, m in enumerate(names):
+        ax.annotate(f"n={table[m]['n_total']}", (i, 2), ha="center", color="white")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,177 @@
+"""Lesson 05: verdict parsing, blind randomised order, annotations, resuming, and a real local judge run."""
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+
+import pytest
+
+from alpaca_nb.errors import AlpacaNbError
+from alpaca_nb.fileio import read_json
+from alpaca_nb.judge import (JUDGE_TEMPLATE, count_unparseable, judge, parse_verdict, presentation_orders,
+                             verdict_to_preference)
+from alpaca_nb.server import Endpoint
+from alpaca_nb.winrate import leaderboard
+from tests.openai_stub import OpenAIStub, Reply
+
+TRICKY = [
+    ("Output (a)", "a"), ("output (B)", "b"), ("**Output (b)**", "b"), ("B", "b"), ("a", "a"), ("b.", "b"),
+    ("[[A]]", "a"), ("Verdict: [[B]]", "b"), ("[[C]]", "tie"), ("Answer: B", "b"), ("ANSWER:   a", "a"),
+    ("Verdict: Output (a) is better.", "a"), ("### Verdict\nOutput (b)", "b"), ("  \n**Verdict:** Tie\n", "tie"),
+    ("Tie", "tie"), ("It is a tie.", "tie"), ("Draw", "tie"), ("Both outputs are equally good.", "tie"),
+    ("Both Output (a) and Output (b) are equally helpful.", "tie"),
+    ("I think Output (b) is better than Output (a) because it is concise.", "b"),
+    ("Output (b) is better than Output (a).", "b"), ("After careful thought, my final answer: A", "a"),
+    ("I prefer output (a).", "a"), ("I would pick Output (b).", "b"), ("The better output is (a).", "a"),
+    ("Response A is better.", "a"), ("Option B", "b"), ("Answer: A is better", "a"),
+    ("B\n\nExplanation: Output (a) misses the point.", "b"), ("`Output (b)`", "b"),
+    # no clear winner: counted as unparseable, never guessed
+    ("", None), (None, None), ("   ", None), ("I cannot decide.", None), ("The capital of France is Paris.", None),
+    ("A good answer would mention Paris.", None), ("Answer: a detailed comparison follows", None),
+    ("Output (a) and Output (b) both have issues.", None), ("[[A]] or [[B]]", None),
+    ("Output (c) is better than Output (a) because", None), ("It is clearly better than Output (b).", None),
+    ("Overall I lean to Output (b), it is more complete", "b"),
+]
+
+
+@pytest.mark.parametrize("reply, expected", TRICKY)
+def test_parse_verdict(reply, expected):
+    assert parse_verdict(reply) == expected
+
+
+def test_verdict_to_preference_undoes_the_order():
+    assert [verdict_to_preference(v, 1) for v in ("a", "b", "tie", None)] == [1.0, 2.0, 1.5, None]
+    assert [verdict_to_preference(v, 2) for v in ("a", "b", "tie", None)] == [2.0, 1.0, 1.5, None]
+
+
+def test_presentation_order_is_seeded_per_item_and_balanced():
+    instructions = [f"instruction {i}" for i in range(400)]
+    firsts = [presentation_orders(x, "random", seed=0)[0] for x in instructions]
+    assert firsts == [presentation_orders(x, "random", seed=0)[0] for x in instructions]  # reproducible
+    assert 150 < firsts.count(1) < 250  # both orders, about half each
+    assert firsts != [presentation_orders(x, "random", seed=1)[0] for x in instructions]
+    assert presentation_orders("x", "both") == [1, 2] and presentation_orders("x", "fixed") == [1]
+    with pytest.raises(AlpacaNbError, match="unknown judge order"):
+        presentation_orders("x", "alphabetical")
+
+
+# --- a scripted judge: the shared OpenAI stub (a real local HTTP server) answering from the prompt ---------
+
+@pytest.fixture
+def scripted():
+    """``scripted(reply)`` starts a stub whose answer to each judge prompt is ``reply(prompt)`` (``None``: HTTP 500)."""
+    with contextlib.ExitStack() as stack:
+        def make(reply):
+            def answer(body: dict) -> Reply:
+                text = reply(body["messages"][-1]["content"])
+                return Reply(status=500) if text is None else Reply(text=text)
+
+            return stack.enter_context(OpenAIStub(default=answer, model="scripted-judge"))
+
+        yield make
+
+
+def _endpoint(stub: OpenAIStub) -> Endpoint:
+    return Endpoint(stub.base_url, stub.model, "none")
+
+
+def _prompts(stub: OpenAIStub) -> list[str]:
+    return [r["body"]["messages"][-1]["content"] for r in stub.requests]
+
+
+def _shown(prompt: str) -> tuple[str, str]:
+    m = re.search(r"## Output \(a\)\n(.*)\n\n## Output \(b\)\n(.*)\n\n## Verdict", prompt, re.S)
+    return m.group(1), m.group(2)
+
+
+def _pairs(n: int = 12):
+    model = [{"instruction": f"task {i}", "output": f"GOOD answer {i}", "generator": "my-model",
+              "dataset": "selfinstruct"} for i in range(n)]
+    reference = [{"instruction": f"task {i}", "output": f"plain answer {i}", "generator": "text_davinci_003",
+                  "dataset": "selfinstruct"} for i in reversed(range(n))]
+    return model, reference
+
+
+def _prefers_good(prompt: str) -> str:
+    if "task 3\n" in prompt:
+        return "Hmm, hard to say."  # one unparseable verdict
+    a, _ = _shown(prompt)
+    return "**Output (a)**" if "GOOD" in a else "Verdict: [[B]]"
+
+
+def test_judge_is_blind_randomised_and_undoes_the_order(scripted, tmp_path):
+    judge_server = scripted(_prefers_good)
+    model, reference = _pairs()
+    out = tmp_path / "annotations.json"
+    annotations = judge(model, reference, _endpoint(judge_server), order="random", seed=0, out_path=out,
+                        progress=False)
+    assert read_json(out) == annotations
+    assert all("my-model" not in p and "text_davinci_003" not in p for p in _prompts(judge_server))  # blind
+    firsts = [a["judgements"][0]["first"] for a in annotations]
+    assert {1, 2} == set(firsts)  # both orders were shown
+    for a, prompt in zip(annotations, _prompts(judge_server)):
+        assert (a["output_1"], a["generator_1"], a["output_2"], a["generator_2"]) == \
+            (f"plain answer {a['instruction'][5:]}", "text_davinci_003", f"GOOD answer {a['instruction'][5:]}",
+             "my-model")
+        assert _shown(prompt)[0] == (a["output_1"] if a["judgements"][0]["first"] == 1 else a["output_2"])
+        assert a["preference"] == (None if a["instruction"] == "task 3" else 2.0)  # the GOOD model always wins
+    assert count_unparseable(annotations) == 1
+    board = leaderboard(annotations)
+    assert (board["win_rate"], board["n_total"], board["n_unparseable"]) == (100.0, 11, 1)
+
+
+def test_both_orders_cancel_a_position_biased_judge(scripted):
+    biased = scripted(lambda prompt: "Output (a)")
+    model, reference = _pairs(4)
+    annotations = judge(model, reference, _endpoint(biased), order="both", progress=False)
+    assert len(biased.requests) == 8  # two requests per item
+    assert [a["preference"] for a in annotations] == [1.5] * 4  # always-first averages out to a draw
+    assert leaderboard(annotations)["n_draws"] == 4
+
+
+def test_judge_resumes_and_keeps_progress_on_errors(scripted, tmp_path):
+    out = tmp_path / "annotations.json"
+    model, reference = _pairs(12)
+    flaky = scripted(lambda prompt: None if "task 11\n" in prompt else _prefers_good(prompt))
+    with pytest.raises(AlpacaNbError, match="judge request failed.*task 11"):
+        judge(model, reference, _endpoint(flaky), out_path=out, progress=False)
+    assert len(read_json(out)) == 11  # everything judged before the failure is on disk
+    healthy = scripted(_prefers_good)
+    annotations = judge(model, reference, _endpoint(healthy), out_path=out, progress=False)
+    assert len(healthy.requests) == 1 and len(annotations) == 12  # only the missing item was asked
+    assert annotations == read_json(out)
+
+
+def test_missing_reference_is_an_error(scripted):
+    model, reference = _pairs(3)
+    with pytest.raises(AlpacaNbError, match="no reference output"):
+        judge(model, reference[:1], _endpoint(scripted(_prefers_good)), progress=False)
+
+
+def test_prompt_wording_is_the_projects_own():
+    assert "Output (a)" in JUDGE_TEMPLATE and "Tie" in JUDGE_TEMPLATE
+    assert "{instruction}" in JUDGE_TEMPLATE and "{output_a}" in JUDGE_TEMPLATE and "{output_b}" in JUDGE_TEMPLATE
+
+
+def test_end_to_end_on_the_local_default_judge(local_endpoint, tmp_path, capsys):
+    """`alpaca-nb judge` with the embedded model served by `transformers serve`; every verdict is accounted for."""
+    from alpaca_nb.answers import load_eval_set, reference_outputs
+    from alpaca_nb.cli import main
+    from alpaca_nb.fileio import atomic_write_json
+
+    shortest = sorted(load_eval_set("user_oriented"), key=lambda it: len(it.instruction + it.input + it.output))[:2]
+    reference = reference_outputs(shortest)
+    model = [r | {"output": r["output"][: len(r["output"]) // 2], "generator": "truncated"} for r in reference]
+    path = atomic_write_json(tmp_path / "model_outputs.json", model)
+    assert main(["judge", "--model-outputs", str(path), "--base-url", local_endpoint.base_url,
+                 "--judge-model", local_endpoint.model, "--max-tokens", "8", "--out", str(tmp_path / "a.json")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    annotations = read_json(tmp_path / "a.json")
+    assert len(annotations) == 2 and printed["n_total"] + printed["n_unparseable"] == 2
+    assert printed == {"annotations": str(tmp_path / "a.json")} | leaderboard(annotations)
+    for a in annotations:
+        assert (a["annotator"], a["generator_1"], a["generator_2"]) == ("SmolLM2-135M-Instruct", "text_davinci_003",
+                                                                        "truncated")
+        assert a["preference"] in (1.0, 1.5, 2.0, None)
+        assert a["judgements"][0]["verdict"] == parse_verdict(a["judgements"][0]["raw_completion"])

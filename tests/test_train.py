@@ -1,0 +1,154 @@
+"""Lesson 04 training: full on the embedded model, resume, 8-bit LoRA (+ merge), 8-bit AdamW, FSDP over gloo."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from alpaca_nb import cli
+from alpaca_nb.errors import AlpacaNbError
+from alpaca_nb.fileio import read_json, read_jsonl
+from alpaca_nb.train import train
+from alpaca_nb.train_config import resolve_config
+
+REPO = Path(__file__).resolve().parents[1]
+RECORDS = [
+    {"instruction": "Give three tips for staying healthy.", "input": "", "output": "Eat well, move, sleep."},
+    {"instruction": "Translate to French.", "input": "Good morning", "output": "Bonjour"},
+    {"instruction": "What is the capital of France?", "input": "", "output": "Paris."},
+    {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
+]
+SUMMARY_KEYS = {"mode", "steps", "train_loss_first", "train_loss_last", "tokens_seen", "non_pad_fraction",
+                "tokens_per_second", "peak_memory_bytes", "wall_seconds"}
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "train.json"
+    path.write_text(json.dumps(RECORDS))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(model_dir, tmp_path_factory) -> Path:
+    """A 2-layer LLaMA built from a config, with the embedded model's tokenizer (saves minutes per test)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id))
+    out = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def config(data_file, out, model, **overrides):
+    """A fixed-batch config: all four records in every optimizer step, constant learning rate."""
+    values = dict(data=[data_file], output_dir=out, model=str(model), micro_batch_size=2, effective_batch_size=4,
+                  max_steps=3, learning_rate=1e-3, warmup_ratio=0.0, lr_scheduler="constant", max_length=64)
+    return resolve_config("cpu-demo", **(values | overrides))
+
+
+def test_full_on_embedded_model(data_file, model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, two = tmp_path / "run", tmp_path / "two.json"
+    two.write_text(json.dumps(RECORDS[2:]))  # one fixed micro-batch of two short records, every step
+    summary = train(config(two, out, model_dir, learning_rate=1e-4, max_steps=2, effective_batch_size=2))
+    assert SUMMARY_KEYS <= set(summary) and summary == read_json(out / "train_summary.json")
+    assert summary["mode"] == "full" and summary["steps"] == 2
+    assert summary["train_loss_last"] < summary["train_loss_first"]
+    assert summary["tokens_seen"] > 0 and 0.5 < summary["non_pad_fraction"] <= 1
+    assert [e["step"] for e in read_jsonl(out / "loss_log.jsonl")] == [1, 2]
+    assert (out / "loss_curve.png").stat().st_size > 0
+    assert read_json(out / "resolved_config.json")["gradient_accumulation_steps"] == 1
+    model = AutoModelForCausalLM.from_pretrained(out / "model")
+    assert model.num_parameters() == summary["parameters"]
+    assert AutoTokenizer.from_pretrained(out / "model").eos_token == "<|im_end|>"
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(data_file, tiny_model, tmp_path):
+    from transformers import TrainerCallback
+
+    class Interrupt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+
+    straight = train(config(data_file, tmp_path / "a", tiny_model, max_steps=4, save_steps=2))
+    run = tmp_path / "b"
+    with pytest.raises(KeyboardInterrupt):
+        train(config(data_file, run, tiny_model, max_steps=4, save_steps=2), callbacks=[Interrupt()])
+    assert (run / "checkpoints" / "checkpoint-2").is_dir() and not (run / "model").exists()
+    with pytest.raises(AlpacaNbError, match="--resume"):
+        train(config(data_file, run, tiny_model, max_steps=4, save_steps=2))
+    resumed = train(config(data_file, run, tiny_model, max_steps=4, save_steps=2, resume=True))
+    assert resumed["resumed_from"].endswith("checkpoint-2") and resumed["steps"] == 4
+    log = read_jsonl(run / "loss_log.jsonl")
+    expected = read_jsonl(tmp_path / "a" / "loss_log.jsonl")
+    assert [e["step"] for e in log] == [1, 2, 3, 4]
+    assert [e["loss"] for e in log] == pytest.approx([e["loss"] for e in expected], rel=1e-4)
+    assert resumed["train_loss_last"] < straight["train_loss_first"]
+
+
+def test_8bit_lora_saves_adapter_and_merges(data_file, tiny_model, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "lora"
+    summary = train(config(data_file, out, tiny_model, mode="8bit", learning_rate=1e-2, merge_lora=True))
+    assert summary["train_loss_last"] < summary["train_loss_first"]
+    assert summary["trainable_parameters"] < summary["parameters"] / 10
+    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert (adapter["r"], adapter["lora_alpha"], adapter["lora_dropout"]) == (8, 16, 0.05)
+    assert sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    merged = AutoModelForCausalLM.from_pretrained(out / "model")
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.allclose(base.state_dict()[q], merged.state_dict()[q])
+    k = "model.layers.0.self_attn.k_proj.weight"  # not a LoRA target: untouched
+    torch.testing.assert_close(base.state_dict()[k], merged.state_dict()[k])
+
+
+def test_full_with_8bit_adamw(data_file, tiny_model, tmp_path):
+    summary = train(config(data_file, tmp_path / "adam8", tiny_model, optim="adamw_8bit", max_steps=4))
+    assert summary["train_loss_last"] < summary["train_loss_first"]
+
+
+def test_fsdp_two_processes_over_gloo(data_file, tiny_model, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "fsdp"
+    cmd = [sys.executable, "-m", "alpaca_nb.cli", "train", "--mode", "fsdp", "--nproc", "2", "--data",
+           str(data_file), "--model", str(tiny_model), "--output-dir", str(out), "--max-steps", "3",
+           "--micro-batch-size", "1", "--effective-batch-size", "4", "--lr", "1e-3", "--max-length", "64"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = read_json(out / "train_summary.json")
+    assert summary["world_size"] == 2 and summary["gradient_accumulation_steps"] == 2
+    assert summary["wrapped_as"].startswith("FSDP")
+    assert summary["train_loss_last"] < summary["train_loss_first"]
+    assert AutoModelForCausalLM.from_pretrained(out / "model").num_parameters() == summary["parameters"]
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    assert cli.main(["train", "--data", str(empty), "--output-dir", str(tmp_path / "o")]) == 2
+    assert "no records" in capsys.readouterr().err
+    out = str(tmp_path / "o")
+    assert cli.main(["train", "--data", str(empty), "--output-dir", out, "--preset", "gpt-5"]) == 2
+    assert "unknown preset" in capsys.readouterr().err
+    assert cli.main(["train", "--data", str(empty), "--output-dir", out, "--micro-batch-size", "3"]) == 2
+    assert "not a multiple" in capsys.readouterr().err
+    assert cli.main(["train", "--mode", "fsdp", "--nproc", "3", "--data", str(empty), "--output-dir", out]) == 2
+    assert "not a multiple" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
