@@ -271,6 +271,18 @@ def load_alpaca_records(path: str | Path) -> list[Example]:
     return out
 
 
+def load_optional_records(path: str | Path) -> list[Example]:
+    """Like :func:`load_alpaca_records`, but a missing file or an empty list gives ``[]``.
+
+    For reading an earlier lesson's output (e.g. lesson 02's ``regen.json``) that may not exist yet or may
+    have kept nothing; a damaged file is still an error.
+    """
+    path = Path(path)
+    if not path.is_file() or not path.stat().st_size or read_json_or_jsonl(path) == []:
+        return []
+    return load_alpaca_records(path)
+
+
 def load_alpaca_data() -> list[Example]:
     """The released 52K Alpaca training set, once fetched with ``alpaca-nb fetch alpaca_data`` (online only)."""
     return load_alpaca_records(ensure("alpaca_data"))

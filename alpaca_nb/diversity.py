@@ -25,9 +25,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .data import Example
+from .data import Example, load_optional_records
 from .errors import AlpacaNbError
-from .fileio import atomic_write_json, atomic_write_text, read_json
+from .fileio import atomic_write_json, atomic_write_text
 from .paths import cache_dir, outputs_dir
 
 STAGE = "03_diversity"
@@ -321,7 +321,7 @@ def lesson_datasets(data: str | Path | None = None,
     from .paths import seeds_dir
 
     generated = outputs_dir("02_generate_instructions") / "regen.json"
-    has_generated = generated.exists() and bool(read_json(generated))
+    has_generated = bool(load_optional_records(generated))
     compare = [compare] if isinstance(compare, str) else list(compare)
     specs = [str(data or (generated if has_generated else "seed_tasks")), *compare]
     if (seeds_dir() / manifest_entry("alpaca_data").path).exists():

@@ -23,13 +23,14 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from . import prompts
 from .dedupe import RougeDeduplicator
 from .errors import AlpacaNbError
 from .fileio import atomic_write_json, read_json
 from .paths import outputs_dir
+from .server import open_endpoint
 
 STAGE = "02_generate_instructions"
 REGEN_FILE, SUMMARY_FILE, SERVER_LOG = "regen.json", "summary.json", "server.log"
@@ -313,25 +314,6 @@ def _sampling_extra(config: GenerateConfig, endpoint) -> dict:
     return {"generation_config": json.dumps(gen | {"do_sample": config.temperature > 0})}
 
 
-@contextlib.contextmanager
-def _open(config: GenerateConfig, out_dir: Path) -> Iterator:
-    from .model import resolve_model
-    from .server import local_server, remote_endpoint
-
-    if config.backend == "local" and not config.base_url:
-        with local_server(config.model, log_path=out_dir / SERVER_LOG) as endpoint:
-            yield endpoint
-        return
-    try:
-        if config.backend == "local":
-            endpoint = remote_endpoint("url", model=resolve_model(config.model), base_url=config.base_url)
-        else:
-            endpoint = remote_endpoint(config.backend, model=config.model, base_url=config.base_url)
-    except ValueError as e:
-        raise AlpacaNbError(str(e)) from e
-    yield endpoint
-
-
 # --- state on disk ------------------------------------------------------------------------------------
 
 def _seed_records(path: str | None) -> list[dict[str, str]]:
@@ -460,7 +442,8 @@ def generate(config: GenerateConfig, endpoint=None) -> dict[str, Any]:
         return _read_summary(out_dir)  # already done: nothing to start, nothing to spend
     prices = load_prices(config.prices)
     with contextlib.ExitStack() as stack:
-        endpoint = endpoint or stack.enter_context(_open(config, out_dir))
+        endpoint = endpoint or stack.enter_context(open_endpoint(
+            config.backend, model=config.model, base_url=config.base_url, log_path=out_dir / SERVER_LOG))
         model = Path(endpoint.model).name if config.backend == "local" else endpoint.model
         price = price_for(endpoint.model, config.backend, prices)
         session = {"run_id": run.run_id, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -513,7 +496,8 @@ def one_response(config: GenerateConfig, index: int = 0, endpoint=None) -> dict[
     seeds = _seed_records(config.seed_tasks)
     prompt = _prompt_for(config, seeds, index, 0)
     with contextlib.ExitStack() as stack:
-        endpoint = endpoint or stack.enter_context(_open(config, config.out_dir()))
+        endpoint = endpoint or stack.enter_context(open_endpoint(
+            config.backend, model=config.model, base_url=config.base_url, log_path=config.out_dir() / SERVER_LOG))
         client = endpoint.client(timeout=config.request_timeout, max_retries=0)
         reply = _request(client, endpoint, config, index, [prompt], _sampling_extra(config, endpoint),
                          threading.Event())

@@ -134,13 +134,14 @@ def remote_endpoint(backend: str, model: str | None = None, base_url: str | None
 
 @contextlib.contextmanager
 def open_endpoint(backend: str = "local", model: str | None = None, base_url: str | None = None,
-                  api_key: str | None = None) -> Iterator[Endpoint]:
+                  api_key: str | None = None, log_path: str | Path | None = None) -> Iterator[Endpoint]:
     """One entry point for every backend: starts (and stops) a local server when ``backend="local"``.
 
-    A ``base_url`` given with ``backend="local"`` means "use this compatible server as is".
+    A ``base_url`` given with ``backend="local"`` means "use this compatible server as is";
+    ``log_path`` is where a started local server logs (see :func:`local_server`).
     """
     if backend == "local" and not base_url:
-        with local_server(model) as endpoint:
+        with local_server(model, log_path=log_path) as endpoint:
             yield endpoint
     elif backend == "local":
         yield remote_endpoint("url", model=resolve_model(model), base_url=base_url, api_key=api_key)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .data import Example, load_alpaca_records, load_seed_tasks
+from .data import Example, load_alpaca_records, load_optional_records, load_seed_tasks
 from .errors import AlpacaNbError
 
 IGNORE_INDEX = -100
@@ -122,7 +122,7 @@ def lesson_records(generated: str | Path | None, min_records: int = 100) -> tupl
     The seed tasks are added when ``generated`` is missing or holds fewer than ``min_records`` records.
     Returns the records and a one-line description of where they came from.
     """
-    records = load_alpaca_records(generated) if generated and Path(generated).is_file() else []
+    records = load_optional_records(generated) if generated else []
     if len(records) >= min_records:
         return records, f"{len(records)} records from {generated}"
     seeds = load_seed_tasks()

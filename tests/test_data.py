@@ -44,3 +44,15 @@ def test_alpaca_records_accepts_json_and_jsonl_and_names_bad_records(tmp_path):
     as_json.write_text("")
     with pytest.raises(AlpacaNbError, match="no records"):
         data.load_alpaca_records(as_json)
+
+
+def test_optional_records_are_empty_when_an_earlier_lesson_kept_nothing(tmp_path):
+    path = tmp_path / "regen.json"
+    assert data.load_optional_records(path) == []
+    path.write_text("[]")
+    assert data.load_optional_records(path) == []
+    path.write_text(json.dumps([{"instruction": "Name a colour.", "input": "", "output": "Blue"}]))
+    assert [e.output for e in data.load_optional_records(path)] == ["Blue"]
+    path.write_text("[{")
+    with pytest.raises(AlpacaNbError, match="regen.json: line 1"):
+        data.load_optional_records(path)

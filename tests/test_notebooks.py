@@ -1,6 +1,5 @@
 """The lessons: committed clean, parameterised by profile, and all run headlessly with papermill."""
 import ast
-import json
 
 import nbformat
 import pytest
