@@ -15,13 +15,11 @@ MODES = ("full", "fsdp", "8bit")
 OPTIMIZERS = ("adamw_torch", "adamw_8bit")
 BATCHING = ("grouped", "random")
 
+_ALPACA_7B = dict(effective_batch_size=128, micro_batch_size=4, learning_rate=2e-5, num_epochs=3, max_length=512,
+                  weight_decay=0.0, warmup_ratio=0.03, lr_scheduler="cosine", save_steps=2000)
 PRESETS: dict[str, dict] = {
-    "alpaca-7b": dict(effective_batch_size=128, micro_batch_size=4, learning_rate=2e-5, num_epochs=3,
-                      max_length=512, weight_decay=0.0, warmup_ratio=0.03, lr_scheduler="cosine",
-                      save_steps=2000),
-    "alpaca-13b": dict(effective_batch_size=128, micro_batch_size=4, learning_rate=1e-5, num_epochs=5,
-                       max_length=512, weight_decay=0.0, warmup_ratio=0.03, lr_scheduler="cosine",
-                       save_steps=2000),
+    "alpaca-7b": _ALPACA_7B,
+    "alpaca-13b": _ALPACA_7B | dict(learning_rate=1e-5, num_epochs=5),  # stanford_alpaca README: the 13B row
     "alpaca-lora-7b": dict(effective_batch_size=128, micro_batch_size=4, learning_rate=3e-4, num_epochs=3,
                            max_length=256, weight_decay=0.0, warmup_steps=100, lr_scheduler="linear",
                            save_steps=200),
