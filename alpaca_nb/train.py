@@ -294,14 +294,24 @@ def loss_log(log_history: Sequence[dict]) -> list[dict[str, Any]]:
     return [{k: h[k] for k in keys if k in h} for h in log_history if "loss" in h]
 
 
+SMOOTHING = 8  # steps in the loss curve's running mean
+
+
 def plot_loss_curve(log: Sequence[dict], out_dir: str | Path | None = None, title: str = "training loss"):
-    """The loss per optimizer step; saved as ``loss_curve.png`` in ``out_dir`` when given. Returns the figure."""
+    """The loss per optimizer step, with a running mean once there are enough steps; saved as ``loss_curve.png``
+    in ``out_dir`` when given. Returns the figure."""
     import matplotlib.pyplot as plt
 
     from .plots import save_figure
 
+    steps, losses = [e["step"] for e in log], [e["loss"] for e in log]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([e["step"] for e in log], [e["loss"] for e in log], marker="o" if len(log) < 40 else None)
+    ax.plot(steps, losses, marker="o" if len(log) < 40 else None, alpha=0.5, label="per step")
+    if len(log) >= 2 * SMOOTHING:
+        mean = [sum(losses[max(0, i - SMOOTHING + 1): i + 1]) / len(losses[max(0, i - SMOOTHING + 1): i + 1])
+                for i in range(len(losses))]
+        ax.plot(steps, mean, lw=2, label=f"running mean of {SMOOTHING}")
+        ax.legend()
     ax.set(xlabel="optimizer step", ylabel="loss (response tokens)", title=title)
     ax.grid(alpha=0.3)
     if out_dir is not None:
