@@ -183,7 +183,23 @@ class RougeDeduplicator:
         return {self.instructions[i]: float(scores[i]) for i in top}
 
 
-def max_scores(candidates: Iterable[str], references: Iterable[str]) -> np.ndarray:
-    """For each candidate, its highest ROUGE-L F-measure against ``references`` (0 if there are none)."""
+def max_scores(candidates: Sequence[str], references: Sequence[str], leave_out_copies: bool = False,
+               progress: bool = False) -> np.ndarray:
+    """For each candidate, its highest ROUGE-L F-measure against ``references`` (0 if there are none).
+
+    With ``leave_out_copies``, a candidate is not scored against references identical to it, so a set can be
+    measured against itself leave-one-out (e.g. the seed tasks against the seed tasks).
+    """
+    from tqdm.auto import tqdm
+
     pool = RougeDeduplicator(references)
-    return np.array([pool.scores(c).max(initial=0.0) for c in candidates], dtype=np.float64)
+    copies: dict[str, list[int]] = {}
+    if leave_out_copies:
+        for j, ref in enumerate(pool.instructions):
+            copies.setdefault(ref, []).append(j)
+    best = np.zeros(len(candidates))
+    for i, text in enumerate(tqdm(candidates, desc="max ROUGE-L", unit="instr", disable=not progress)):
+        scores = pool.scores(text)
+        scores[copies.get(text, [])] = 0.0
+        best[i] = scores.max(initial=0.0)
+    return best

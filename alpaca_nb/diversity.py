@@ -26,6 +26,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .data import Example, load_optional_records
+from .dedupe import max_scores
 from .errors import AlpacaNbError
 from .fileio import atomic_write_json, atomic_write_text
 from .paths import cache_dir, outputs_dir
@@ -227,29 +228,6 @@ def entropy_bits(counts: Iterable[int]) -> float:
     return -sum(c / total * math.log2(c / total) for c in counts) if total else 0.0
 
 
-def max_rouge_to_seeds(instructions: Sequence[str], seeds: Sequence[str], progress: bool = True) -> np.ndarray:
-    """Each instruction's highest ROUGE-L F-measure against a seed instruction other than itself.
-
-    Exact copies of a seed are left out of its own comparison (so the seed set can be measured against
-    itself, leave-one-out); :func:`summarize` counts them separately. Uses the exact, fast
-    :class:`~alpaca_nb.dedupe.RougeDeduplicator` (bit-identical to rouge-score).
-    """
-    from tqdm.auto import tqdm
-
-    from .dedupe import RougeDeduplicator
-
-    pool = RougeDeduplicator(seeds)
-    copies: dict[str, list[int]] = {}
-    for j, seed in enumerate(seeds):
-        copies.setdefault(seed, []).append(j)
-    best = np.zeros(len(instructions))
-    for i, text in enumerate(tqdm(instructions, desc="ROUGE-L vs seeds", unit="instr", disable=not progress)):
-        scores = pool.scores(text)
-        scores[copies.get(text, [])] = 0.0
-        best[i] = scores.max(initial=0.0)
-    return best
-
-
 def summarize(examples: Sequence[Example], pairs: Sequence[Pair], rouge: np.ndarray | None = None,
               seeds: Sequence[str] = (), top: int = 20) -> dict[str, Any]:
     """The numbers of ``summary.json``: size, parse coverage, verb/pair variety, verb entropy, top verbs,
@@ -356,7 +334,7 @@ def analyze(name: str, examples: Sequence[Example], seeds: Sequence[str] | None 
         seeds = [e.instruction for e in load_seed_tasks()]
     texts = [e.instruction for e in examples]
     pairs = parse_instructions(texts, cache=cache, progress=progress)
-    rouge = max_rouge_to_seeds(texts, seeds, progress=progress) if seeds else None
+    rouge = max_scores(texts, seeds, leave_out_copies=True, progress=progress) if seeds else None
     return Analysis(name, list(examples), pairs, rouge, summarize(examples, pairs, rouge, seeds))
 
 

@@ -112,3 +112,11 @@ def test_max_scores_and_most_similar(real_instructions):
     top = dedup.most_similar(scores, k=10)
     assert len(top) == 10 and list(top.values()) == sorted(scores, reverse=True)[:10]
     assert all(scores[seeds.index(text)] == value for text, value in top.items())
+
+
+def test_max_scores_leaves_out_copies_only_when_asked(real_instructions):
+    seeds = real_instructions[:30]
+    assert np.array_equal(max_scores(seeds, seeds), np.ones(len(seeds)))
+    loo = max_scores(seeds, seeds, leave_out_copies=True)
+    expected = [max(rouge_l(s, t) for j, s in enumerate(seeds) if s != t) for t in seeds]
+    assert np.allclose(loo, expected, rtol=0, atol=1e-9) and loo.max() < 1.0
