@@ -26,7 +26,7 @@ from typing import Any, Sequence
 from .data import Example, load_alpaca_eval, load_davinci_user_oriented, load_user_oriented_tasks
 from .errors import AlpacaNbError
 from .fileio import atomic_write_json, read_json
-from .model import resolve_model
+from .model import check_model_folder, model_identity, resolve_model
 from .paths import outputs_dir
 from .server import Endpoint
 from .sft import format_prompt
@@ -36,6 +36,7 @@ EVAL_SETS = {"user_oriented": ("text_davinci_003", "human"),
 PROMPT_FORMATS = ("alpaca", "chat")
 USER_ORIENTED_DATASET = "selfinstruct"  # AlpacaEval's name for the same 252 tasks
 OUTPUT_FIELDS = ("instruction", "output", "generator", "dataset")
+SETTINGS_FIELD = "answer_settings"  # extra key in each record: what produced it (AlpacaEval ignores it)
 
 
 # --- evaluation sets ------------------------------------------------------------------------------
@@ -90,11 +91,14 @@ def output_record(item: Example, output: str, generator: str) -> dict[str, Any]:
             "generator": generator, "dataset": item.meta.get("dataset")}
 
 
-def read_model_outputs(path: str | Path) -> list[dict[str, Any]]:
-    """Read a ``model_outputs.json``; a record missing ``instruction``, ``output`` or ``generator`` is an error."""
+def read_model_outputs(path: str | Path, non_empty: bool = False) -> list[dict[str, Any]]:
+    """Read a ``model_outputs.json``; a record missing ``instruction``, ``output`` or ``generator`` is an error,
+    and so is an empty list when ``non_empty``."""
     rows = read_json(path)
     if not isinstance(rows, list):
         raise AlpacaNbError(f"{path}: expected a JSON list of {{instruction, output, generator}} records")
+    if non_empty and not rows:
+        raise AlpacaNbError(f"{path}: no model outputs in it; answer the eval set first (`alpaca-nb answer`)")
     for i, row in enumerate(rows):
         for key in ("instruction", "output", "generator"):
             if not isinstance(row, dict) or not isinstance(row.get(key), str):
@@ -138,6 +142,7 @@ class LocalModel:
     model: Any
     tokenizer: Any
     name: str
+    path: str | None = None  # the folder it was loaded from (identifies it in answer caches)
 
 
 def load_local_model(path: str | Path | None = None, dtype: str = "float32") -> LocalModel:
@@ -149,10 +154,7 @@ def load_local_model(path: str | Path | None = None, dtype: str = "float32") -> 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = Path(resolve_model(path))
-    if not path.is_dir():
-        raise AlpacaNbError(f"model folder {path} does not exist; give a Hugging Face model folder, "
-                            "a LoRA adapter folder from lesson 04, or 'default'")
+    path = check_model_folder(resolve_model(path))
     base = path
     if (path / "adapter_config.json").exists():
         from peft import PeftConfig
@@ -167,7 +169,7 @@ def load_local_model(path: str | Path | None = None, dtype: str = "float32") -> 
     tokenizer = AutoTokenizer.from_pretrained(tok_dir, padding_side="left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LocalModel(model.eval(), tokenizer, path.name)
+    return LocalModel(model.eval(), tokenizer, path.name, str(path))
 
 
 def finetuned_model_dir(stage: str = "04_finetune") -> Path | None:
@@ -256,6 +258,23 @@ def generate_with_endpoint(endpoint: Endpoint, items: Sequence[Example], prompt_
 
 # --- the whole step ---------------------------------------------------------------------------------
 
+def answer_settings(model: str | Path | LocalModel | None = None, endpoint: Endpoint | None = None,
+                    prompt_format: str = "alpaca", max_new_tokens: int = 256, temperature: float = 0.0,
+                    seed: int = 0) -> dict[str, Any]:
+    """Everything that changes an answer, as stored in each record's ``answer_settings``: where the model
+    runs (``endpoint``), which model (:func:`alpaca_nb.model.model_identity`: folder and weights fingerprint,
+    or endpoint model name), the prompt format and the decoding settings (``seed`` only when sampling)."""
+    if endpoint is not None:
+        who = endpoint.identity()
+    elif isinstance(model, LocalModel):
+        who = {"endpoint": "in process"} | (model_identity(model.path) if model.path else
+                                            {"model": model.name, "weights": None})
+    else:
+        who = {"endpoint": "in process"} | model_identity(resolve_model(model))
+    return who | {"prompt_format": prompt_format, "max_new_tokens": max_new_tokens, "temperature": temperature,
+                  "seed": seed if temperature > 0 else None}
+
+
 def answer(items: Sequence[Example], model: str | Path | LocalModel | None = None, endpoint: Endpoint | None = None,
            generator: str | None = None, prompt_format: str = "alpaca", out_path: str | Path | None = None,
            batch_size: int = 8, max_new_tokens: int = 256, temperature: float = 0.0, seed: int = 0,
@@ -264,22 +283,34 @@ def answer(items: Sequence[Example], model: str | Path | LocalModel | None = Non
 
     The model is ``endpoint`` when given, else ``model`` (a folder, an adapter folder, a loaded
     :class:`LocalModel`, or ``None`` for the embedded default). ``generator`` names it in the records
-    (default: the folder's or the endpoint model's name). Resumable: records already in ``out_path``
-    are kept, those of this generator are not asked again, and the file is rewritten atomically
-    after every batch.
+    (default: the folder's or the endpoint model's name). Each record carries its :func:`answer_settings`.
+    Resumable: records already in ``out_path`` are kept; those of this generator made with the same
+    settings are not asked again, those made with other settings (decoding, prompt format, the model
+    retrained in place) are answered again. The file is rewritten atomically after every batch.
+    Raises :class:`AlpacaNbError` when ``out_path`` holds answers of this generator from another model
+    (another folder or endpoint model: give it another ``generator`` name or file), or the folder holds no model.
     """
     from tqdm.auto import tqdm
 
     lm = model if isinstance(model, LocalModel) else None
+    if endpoint is None and lm is None:
+        check_model_folder(resolve_model(model))
     if endpoint is not None:
         generator = generator or Path(endpoint.model).name
     else:
         generator = generator or (lm.name if lm else Path(resolve_model(model)).name)
+    settings = answer_settings(model, endpoint, prompt_format, max_new_tokens, temperature, seed)
     done: dict[tuple[str, str], dict[str, Any]] = {}
     if out_path and Path(out_path).exists():
         done = {(r["generator"], r["instruction"]): r for r in read_model_outputs(out_path)}
+    for (name, _), record in done.items():
+        before = (record.get(SETTINGS_FIELD) or {}).get("model")
+        if name == generator and before is not None and before != settings["model"]:
+            raise AlpacaNbError(f"{out_path} already holds answers of generator {generator!r} from model {before}, "
+                                f"not from {settings['model']}; give this model another name (--generator) "
+                                "or another output file (--out)")
     key = lambda it: (generator, full_instruction(it.instruction, it.input))  # noqa: E731
-    todo = [it for it in items if key(it) not in done]
+    todo = [it for it in items if (done.get(key(it)) or {}).get(SETTINGS_FIELD) != settings]
     chunk = batch_size if endpoint is None else 4 * workers
     with tqdm(total=len(items), initial=len(items) - len(todo), desc=f"answers of {generator}", unit="answer",
               disable=not progress) as bar:
@@ -293,7 +324,8 @@ def answer(items: Sequence[Example], model: str | Path | LocalModel | None = Non
                 prompts = [build_prompt(it, prompt_format, lm.tokenizer) for it in part]
                 texts = generate(lm, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
                                  temperature=temperature, seed=seed + start, progress=False)
-            done.update({key(it): output_record(it, text, generator) for it, text in zip(part, texts)})
+            done.update({key(it): output_record(it, text, generator) | {SETTINGS_FIELD: settings}
+                         for it, text in zip(part, texts)})
             if out_path:
                 atomic_write_json(out_path, list(done.values()))
             bar.update(len(part))

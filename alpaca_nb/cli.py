@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Sequence
 
-from .errors import AlpacaNbError
+from .errors import AlpacaNbError, scrub_secrets
 
 
 def _print_json(obj) -> None:
@@ -68,7 +68,7 @@ def _cmd_run_notebooks(args: argparse.Namespace) -> None:
         print(path)
 
 
-# --- lesson 02: generation (alpaca_nb.generate, alpaca_nb.dedupe) -----------------------------
+# --- lesson 02: generation (alpaca_nb.generate*, alpaca_nb.dedupe) ----------------------------
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="lesson 02: Self-Instruct generation of Alpaca-style instructions (resumable)")
@@ -105,16 +105,16 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 def _cmd_generate(args: argparse.Namespace) -> None:
     import signal
 
-    from . import generate
+    from . import generate, generate_config, generate_cost
 
-    config = generate.GenerateConfig(
+    config = generate_config.GenerateConfig(
         num_instructions=args.num_instructions, output_dir=args.output_dir, backend=args.backend, model=args.model,
         base_url=args.base_url, api=args.api, seed_tasks=args.seed_tasks, max_concurrency=args.max_concurrency,
         request_batch_size=args.request_batch_size, num_prompt_instructions=args.num_prompt_instructions,
         temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, stop=args.stop, seed=args.seed,
         max_requests=args.max_requests, request_timeout=args.request_timeout, max_retries=args.max_retries,
         prices=args.prices, progress=not args.no_progress)
-    print(generate.format_estimate(generate.estimate(config)), file=sys.stderr)
+    print(generate_cost.format_estimate(generate_cost.estimate(config)), file=sys.stderr)
     if args.dry_run:
         return
 
@@ -123,10 +123,10 @@ def _cmd_generate(args: argparse.Namespace) -> None:
 
     signal.signal(signal.SIGTERM, interrupt)
     summary = generate.generate(config)
-    _print_json({k: summary[k] for k in ("status", "kept", "target", "requests", "prompt_tokens",
-                                         "completion_tokens", "discarded", "retries", "cost_usd", "elapsed_s")})
-    print(f"wrote {config.out_dir() / generate.REGEN_FILE} and {config.out_dir() / generate.SUMMARY_FILE}",
-          file=sys.stderr)
+    _print_json({k: summary.get(k) for k in ("status", "kept", "target", "requests", "prompt_tokens",
+                                             "completion_tokens", "discarded", "retries", "cost_usd", "elapsed_s")})
+    out = config.out_dir()
+    print(f"wrote {out / generate_config.REGEN_FILE} and {out / generate_config.SUMMARY_FILE}", file=sys.stderr)
 
 
 # --- lesson 03: diversity (alpaca_nb.diversity) -------------------------------------------------
@@ -239,7 +239,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="which answer is shown first: random per item (seeded), both orders averaged, or fixed")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-tokens", type=int, default=32, help="length of the judge's reply")
-    p.add_argument("--out", help="annotations file (default: outputs/05_evaluate/annotations.json); resumes")
+    p.add_argument("--out", help="annotations file (default: outputs/05_evaluate/annotations_<generator>.json, one "
+                   "per model); resumes, and judges again what other settings judged")
     p.set_defaults(func=_cmd_judge)
 
     p = sub.add_parser("winrate", help="lesson 05: AlpacaEval leaderboard columns of an annotations file (JSON)")
@@ -253,6 +254,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="sheet CSV (default: outputs/05_evaluate/human_sheet.csv)")
     p.add_argument("--key", help="key JSON (default: next to the sheet, <sheet>.key.json)")
     p.add_argument("--seed", type=int, default=0, help="seed of the A/B draw")
+    p.add_argument("--force", action="store_true", help="replace a sheet that has labels, or a different key")
     p.set_defaults(func=_cmd_human_sheet)
 
     p = sub.add_parser("human-score", help="lesson 05: score a filled sheet into wins / ties / losses (JSON)")
@@ -293,8 +295,8 @@ def _cmd_judge(args: argparse.Namespace) -> None:
     from . import answers, judge, winrate
     from .paths import outputs_dir
 
-    out = args.out or outputs_dir("05_evaluate") / "annotations.json"
-    model_outputs = answers.read_model_outputs(args.model_outputs)
+    model_outputs = answers.read_model_outputs(args.model_outputs, non_empty=True)
+    out = args.out or outputs_dir("05_evaluate") / judge.annotations_file(model_outputs[0]["generator"])
     references = answers.load_outputs(args.reference, args.eval_set)
     with _endpoint(args, args.judge_model) as endpoint:
         annotations = judge.judge(model_outputs, references, endpoint, order=args.order, seed=args.seed,
@@ -305,7 +307,7 @@ def _cmd_judge(args: argparse.Namespace) -> None:
 def _cmd_winrate(args: argparse.Namespace) -> None:
     from . import winrate
 
-    annotations = winrate.read_annotations(args.annotations)
+    annotations = winrate.read_annotations(args.annotations, rouge_l=args.rouge_l)
     _print_json(winrate.summary(annotations) if args.rouge_l else winrate.leaderboard(annotations))
 
 
@@ -313,10 +315,10 @@ def _cmd_human_sheet(args: argparse.Namespace) -> None:
     from . import answers, human_eval
     from .paths import outputs_dir
 
-    sheet, key = human_eval.export_sheet(answers.read_model_outputs(args.model_outputs),
+    sheet, key = human_eval.export_sheet(answers.read_model_outputs(args.model_outputs, non_empty=True),
                                          answers.load_outputs(args.reference, args.eval_set),
                                          args.out or outputs_dir("05_evaluate") / "human_sheet.csv",
-                                         key_path=args.key, seed=args.seed)
+                                         key_path=args.key, seed=args.seed, force=args.force)
     _print_json({"sheet": str(sheet), "key": str(key)})
 
 
@@ -326,10 +328,67 @@ def _cmd_human_score(args: argparse.Namespace) -> None:
     _print_json(human_eval.score_sheet(args.sheet, args.key))
 
 
+# --- evidence: held-out measurement (lessons 04-05) and the judge's sanity check (lesson 05) --------------
+
+def _add_evidence(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("heldout", help="lessons 04-05: loss and greedy answers on the 252 held-out user-oriented "
+                                       "tasks, before vs after fine-tuning")
+    p.add_argument("--model", required=True, help="the model to measure (folder or LoRA adapter folder): 'after'")
+    p.add_argument("--baseline", default="default",
+                   help="the model it started from, measured as 'before' (default: embedded; 'none' to skip)")
+    p.add_argument("--out", required=True, help="folder for heldout.json, heldout_answers.json and the figure")
+    p.add_argument("--num-answers", type=int, default=32, help="greedy answers to this many of the tasks")
+    p.add_argument("--num-tasks", type=int, help="score the loss on a seeded subset (default: all 252)")
+    p.add_argument("--max-length", type=int, default=512, help="tokens of prompt + reference (as in training)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="answer length cap (tokens)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0, help="which tasks get greedy answers")
+    p.set_defaults(func=_cmd_heldout)
+
+    p = sub.add_parser("judge-check", help="lesson 05: does the judge prefer GPT-4 Turbo's answer to Alpaca 7B's, "
+                                           "in both orders? (exits 0 whether it passes or not)")
+    p.add_argument("--backend", choices=("local", "openai", "url"), default="local",
+                   help="'local' serves --model with `transformers serve` (default: embedded), 'openai' uses "
+                        "OPENAI_API_KEY, 'url' any compatible --base-url")
+    p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
+    p.add_argument("--model", help="the judge: a folder for 'local' (default: embedded), a model name otherwise")
+    p.add_argument("--n", type=int, default=24, help="pairs with a known winner, each judged in both orders")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-tokens", type=int, default=12, help="length of the judge's reply")
+    p.add_argument("--out", required=True, help="folder for judge_check.json and its annotations")
+    p.set_defaults(func=_cmd_judge_check)
+
+
+def _cmd_heldout(args: argparse.Namespace) -> None:
+    from . import heldout
+    from .plots import save_figure
+
+    settings = dict(num_answers=args.num_answers, num_tasks=args.num_tasks, max_length=args.max_length,
+                    max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed)
+    if args.baseline != "none":
+        heldout.measure_cached(args.baseline, args.out, "before", **settings)
+    heldout.measure_cached(args.model, args.out, "after", **settings)
+    results = heldout.read_heldout(f"{args.out}/{heldout.HELDOUT_FILE}")
+    results = {label: results[label] for label in ("before", "after") if label in results}
+    heldout.write_answers(results, args.out)
+    files = save_figure(heldout.plot_heldout(results), args.out, heldout.FIGURE)
+    _print_json({label: {k: r[k] for k in heldout.METRIC_KEYS} for label, r in results.items()}
+                | {"files": [str(f) for f in files]})
+
+
+def _cmd_judge_check(args: argparse.Namespace) -> None:
+    from . import judge_check
+
+    with _endpoint(args, args.model) as endpoint:
+        result = judge_check.run_judge_check(endpoint, n=args.n, seed=args.seed, max_tokens=args.max_tokens,
+                                             out_dir=args.out)
+    print(judge_check.summary_line(result))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alpaca-nb", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_foundation, _add_generate, _add_diversity, _add_train, _add_evaluate):
+    for add in (_add_foundation, _add_generate, _add_diversity, _add_train, _add_evaluate, _add_evidence):
         add(sub)
     return parser
 
@@ -339,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except AlpacaNbError as e:
-        print(f"alpaca-nb {args.command}: error: {e}", file=sys.stderr)
+        print(f"alpaca-nb {args.command}: error: {scrub_secrets(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"alpaca-nb {args.command}: interrupted; what was written so far is kept", file=sys.stderr)

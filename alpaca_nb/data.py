@@ -3,13 +3,15 @@
 ``seeds/manifest.json`` pins every file to a URL at a commit and a sha256. :func:`fetch` downloads
 (or copies from a local ``mirror`` folder), verifies the checksum and the content, and only then moves
 the file into place, so a good file is never replaced by a bad download. Loaders fetch a missing file on
-demand (from ``$ALPACA_NB_MIRROR`` when set, else by URL).
+demand (from ``$ALPACA_NB_MIRROR`` when set, else by URL) and check a present one against the manifest's
+sha256 (remembered per path, size and mtime in the cache folder, so a normal load does not hash again).
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import urllib.request
 from dataclasses import dataclass, field
@@ -17,8 +19,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import AlpacaNbError
-from .fileio import read_json, read_json_or_jsonl, read_jsonl
-from .paths import manifest_path, seeds_dir
+from .fileio import atomic_write_json, ensure_dir, read_json, read_json_or_jsonl, read_jsonl, read_text, text_lines
+from .paths import cache_dir, manifest_path, seeds_dir
+
+VERIFIED_FILE = "verified_data.json"  # in the cache folder: {path: {size, mtime_ns, sha256}} of checked files
 
 
 class FetchError(AlpacaNbError):
@@ -105,6 +109,15 @@ def validate_file(path: str | Path, fmt: str) -> int:
         for i, row in enumerate(rows):
             if not isinstance(row, dict) or "instruction" not in row or "output" not in row:
                 raise FetchError(f"{path}: record {i}: needs 'instruction' and 'output'")
+    elif fmt == "annotations":
+        rows = read_json(path)
+        if not isinstance(rows, list):
+            raise FetchError(f"{path}: expected a JSON list of annotations")
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict) or not all(k in row for k in ("instruction", "output_1", "output_2",
+                                                                         "preference")):
+                raise FetchError(f"{path}: annotation {i}: needs 'instruction', 'output_1', 'output_2' and "
+                                 "'preference'")
     else:
         raise FetchError(f"{path}: unknown format {fmt!r} in the manifest")
     if not rows:
@@ -114,8 +127,33 @@ def validate_file(path: str | Path, fmt: str) -> int:
 
 def _numbered_lines(path: Path, rows: list) -> Iterable[tuple[int, Any]]:
     """Pair each parsed JSONL row with its 1-based line number (blank lines skipped, as read_jsonl does)."""
-    numbers = [n for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+    numbers = [n for n, line in enumerate(text_lines(read_text(path)), 1) if line.strip()]
     return zip(numbers, rows)
+
+
+def matches_manifest(path: Path, sha256: str) -> bool:
+    """True when the sha256 of ``path`` is ``sha256``.
+
+    A match is remembered in the cache folder by path, size and modification time, so loading an unchanged
+    file again costs one ``stat``; any edit, truncation or replacement is hashed again.
+    """
+    stat = path.stat()
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256}
+    record, key = cache_dir() / VERIFIED_FILE, str(path.resolve())
+    try:
+        verified = read_json(record) if record.exists() else {}
+    except AlpacaNbError:  # a damaged record only costs a re-hash
+        verified = {}
+    verified = verified if isinstance(verified, dict) else {}
+    if verified.get(key) == stamp:
+        return True
+    if sha256_of(path) != sha256:
+        return False
+    try:
+        atomic_write_json(record, verified | {key: stamp})
+    except OSError:
+        pass  # a read-only cache only costs a re-hash next time
+    return True
 
 
 def _download(url: str, target: Path) -> None:
@@ -158,10 +196,14 @@ def fetch_entry(entry: ManifestEntry, mirror: str | Path | None = None, dest: st
         digest = sha256_of(tmp)
         where = src if mirror else entry.url
         if entry.sha256 and digest != entry.sha256:
-            kept = f"; the good copy at {target} was kept" if target.exists() else ""
+            fix = (f"replace {src}, or run `alpaca-nb fetch {entry.name}` without a mirror to download {entry.url}"
+                   if mirror else f"try `alpaca-nb fetch {entry.name}` again later, or pass --mirror DIR with a "
+                   "good copy")
+            if target.exists():  # reaching here means it does not match the manifest either
+                fix = (f"the local copy {target} does not match the manifest either and was left as it is: both "
+                       f"copies are bad; {fix}")
             raise FetchError(f"{entry.name}: sha256 of {where} is {digest}, the manifest expects {entry.sha256}: "
-                             f"the file is corrupt, truncated or a different version{kept}. Fetch it again "
-                             "or fix the mirror")
+                             f"the file is corrupt, truncated or a different version; {fix}")
         try:
             validate_file(tmp, entry.format)
         except AlpacaNbError as e:
@@ -176,21 +218,37 @@ def fetch_entry(entry: ManifestEntry, mirror: str | Path | None = None, dest: st
 
 def fetch(names: Iterable[str] | None = None, mirror: str | Path | None = None,
           dest: str | Path | None = None) -> list[Path]:
-    """Fetch the named entries (default: all that are not online-only); return their local paths."""
+    """Fetch the named entries (default: all that are not online-only); return their local paths.
+
+    ``dest`` must be a folder (created if missing); a file there raises :class:`AlpacaNbError`."""
+    if dest:
+        ensure_dir(dest, "--dest")
     entries = [manifest_entry(n) for n in names] if names else [e for e in load_manifest() if not e.online_only]
     return [fetch_entry(e, mirror=mirror, dest=dest) for e in entries]
 
 
 def ensure(name: str) -> Path:
-    """The local path of manifest entry ``name``, fetched first if missing (mirror: ``$ALPACA_NB_MIRROR``)."""
+    """The local path of manifest entry ``name``, fetched first if missing (mirror: ``$ALPACA_NB_MIRROR``).
+
+    A local copy whose sha256 differs from the manifest (see :func:`matches_manifest`) is fetched again from
+    the mirror when one is set; without a mirror it raises :class:`FetchError` naming the file and the fix.
+    """
     entry = manifest_entry(name)
     target = seeds_dir() / entry.path
+    mirror = os.environ.get("ALPACA_NB_MIRROR") or None
     if target.exists():
-        return target
-    if entry.online_only and not os.environ.get("ALPACA_NB_MIRROR"):
+        if not entry.sha256 or matches_manifest(target, entry.sha256):
+            return target
+        if not mirror:
+            raise FetchError(f"{target}: sha256 differs from seeds/manifest.json ({name}): the file is corrupt, "
+                             f"truncated or edited; run `alpaca-nb fetch {name}` to fetch a verified copy")
+        print(f"{target}: sha256 differs from seeds/manifest.json; fetching {name} again from {mirror}",
+              file=sys.stderr)
+        return fetch_entry(entry, mirror=mirror)
+    if entry.online_only and not mirror:
         raise FetchError(f"{name} is not fetched yet: run `alpaca-nb fetch {name}` on a machine with internet "
                          f"({entry.license}; {entry.url})")
-    return fetch_entry(entry, mirror=os.environ.get("ALPACA_NB_MIRROR") or None)
+    return fetch_entry(entry, mirror=mirror)
 
 
 # --- loaders ----------------------------------------------------------------------------------------
@@ -253,7 +311,7 @@ def load_alpaca_records(path: str | Path) -> list[Example]:
     raises :class:`AlpacaNbError` naming the file and the record's index; so does an empty file.
     """
     path = Path(path)
-    rows = read_json_or_jsonl(path) if path.stat().st_size else []
+    rows = read_json_or_jsonl(path)
     if not rows:
         raise AlpacaNbError(f"{path}: no records; expected a JSON list (or JSONL) of "
                             "{instruction, input, output} objects")

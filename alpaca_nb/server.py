@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import AlpacaNbError
-from .model import resolve_model
+from .model import check_model_folder, model_identity, resolve_model
 from .paths import outputs_dir
 
 BACKENDS = ("local", "openai", "url")
@@ -31,17 +31,27 @@ class EndpointError(AlpacaNbError, ValueError):
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where to send requests: ``base_url`` (ending in ``/v1``), the ``model`` name and the API key."""
+    """Where to send requests: ``base_url`` (ending in ``/v1``), the ``model`` name and the API key.
+
+    ``started_here`` marks a server :func:`local_server` started for this run (its port changes every run).
+    """
 
     base_url: str | None
     model: str
     api_key: str
+    started_here: bool = False
 
     def client(self, timeout: float = 120.0, max_retries: int = 0):
         """An ``openai.OpenAI`` client for this endpoint (retries are left to the caller by default)."""
         from openai import OpenAI
 
         return OpenAI(base_url=self.base_url, api_key=self.api_key, timeout=timeout, max_retries=max_retries)
+
+    def identity(self) -> dict[str, str | None]:
+        """What identifies this endpoint's answers in a cache key (never the API key): the server
+        (``"local transformers serve"`` for one started here, else its URL) and :func:`model_identity`."""
+        server = "local transformers serve" if self.started_here else (self.base_url or "https://api.openai.com/v1")
+        return {"endpoint": server} | model_identity(self.model)
 
     def __repr__(self) -> str:  # never print the key
         return f"Endpoint(base_url={self.base_url!r}, model={self.model!r})"
@@ -67,9 +77,9 @@ def local_server(model: str | Path | None = None, port: int | None = None, log_p
     Waits for ``/health``, yields an :class:`Endpoint`, and always stops the server on exit
     (normal, error or Ctrl-C). The server log goes to ``log_path`` (default
     ``outputs/server/transformers-serve-<port>.log``). ``model`` is a model folder, or ``None``
-    for the embedded default.
+    for the embedded default; a folder that does not exist or holds no model is refused at once.
     """
-    model_dir = resolve_model(model)
+    model_dir = str(check_model_folder(resolve_model(model)))
     port = port or free_port()
     log_path = Path(log_path) if log_path else outputs_dir("server") / f"transformers-serve-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +100,7 @@ def local_server(model: str | Path | None = None, port: int | None = None, log_p
             if time.monotonic() > deadline:
                 raise TimeoutError(f"local server did not answer /health within {startup_timeout:.0f} s; see {log_path}")
             time.sleep(0.5)
-        yield Endpoint(base_url=f"http://127.0.0.1:{port}/v1", model=model_dir, api_key="local")
+        yield Endpoint(base_url=f"http://127.0.0.1:{port}/v1", model=model_dir, api_key="local", started_here=True)
     finally:
         _stop(proc)
 

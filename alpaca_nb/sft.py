@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .data import Example, load_alpaca_records, load_optional_records, load_seed_tasks
+from .data import Example, load_alpaca_records
 from .errors import AlpacaNbError
 
 IGNORE_INDEX = -100
@@ -114,20 +114,6 @@ def load_records(paths: Iterable[str | Path]) -> list[Example]:
     if not records:
         raise AlpacaNbError("no training data: give at least one Alpaca-format file with --data")
     return records
-
-
-def lesson_records(generated: str | Path | None, min_records: int = 100) -> tuple[list[Example], str]:
-    """The lesson's training set: lesson 02's generated records, topped up with the 175 seed tasks.
-
-    The seed tasks are added when ``generated`` is missing or holds fewer than ``min_records`` records.
-    Returns the records and a one-line description of where they came from.
-    """
-    records = load_optional_records(generated) if generated else []
-    if len(records) >= min_records:
-        return records, f"{len(records)} records from {generated}"
-    seeds = load_seed_tasks()
-    source = f"{len(records)} records from {generated} + " if records else ""
-    return records + seeds, f"{source}{len(seeds)} seed tasks"
 
 
 def label_mask_table(example: Mapping[str, list[int]], tokenizer) -> list[dict[str, Any]]:

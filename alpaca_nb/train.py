@@ -26,12 +26,12 @@ from .errors import AlpacaNbError
 from .fileio import atomic_write_json, read_json, write_jsonl
 from .model import resolve_model
 from .sft import add_pad_token, load_records, preprocess
-from .train_config import TrainConfig
+from .train_config import TrainConfig, capped_warmup_steps, check_nproc
+from .train_report import loss_log, plot_loss_curve, weights_watch  # noqa: F401 (train.plot_loss_curve)
 
 CONFIG_FILE = "resolved_config.json"
 SUMMARY_FILE = "train_summary.json"
 LOSS_LOG_FILE = "loss_log.jsonl"
-LOSS_CURVE = "loss_curve"
 
 
 # --- launching --------------------------------------------------------------------------------------
@@ -58,6 +58,7 @@ def launch_torchrun(config: TrainConfig, nproc: int | None = None) -> dict[str, 
     nproc = nproc or default_nproc()
     config.accumulation_steps(nproc)
     load_records(config.data)  # bad data fails here, not in every process
+    _finished_run(config)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / CONFIG_FILE, config.to_dict())
@@ -129,6 +130,11 @@ def _trainer_class():
             self.real_tokens += int(mask.sum())
             self.padded_tokens += mask.numel()
             return super().training_step(model, inputs, num_items_in_batch)
+
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            # ceil(ratio x steps) warmup steps would run a 1-step run at learning rate 0: cap at steps - 1
+            self.args.warmup_steps = capped_warmup_steps(self.args.warmup_steps, num_training_steps)
+            return super().create_scheduler(num_training_steps, optimizer)
 
         def create_accelerator_and_postprocess(self) -> None:
             super().create_accelerator_and_postprocess()
@@ -225,6 +231,20 @@ def _checkpoints(config: TrainConfig) -> str | None:
     return None
 
 
+def _finished_run(config: TrainConfig) -> None:
+    """Refuse to replace a finished run (its summary, ``model/`` or ``adapter/``) unless ``overwrite``;
+    ``resume`` goes on as before. Overwriting drops the old summary at once, so it never describes the new run."""
+    out = Path(config.output_dir)
+    found = [name for name in (SUMMARY_FILE, "model", "adapter") if (out / name).exists()]
+    if not found or config.resume:
+        return
+    if not config.overwrite:
+        raise AlpacaNbError(f"{out} holds a finished run ({', '.join(found)}); pass --overwrite to replace it, "
+                            "or choose another --output-dir")
+    if is_main_process():
+        (out / SUMMARY_FILE).unlink(missing_ok=True)
+
+
 def _all_reduce(values: list[float], op: str) -> list[float]:
     """Sum or max of ``values`` over all processes (identity outside a distributed run)."""
     import torch
@@ -288,37 +308,6 @@ def merge_lora(adapter_dir: str | Path, out_dir: str | Path) -> Path:
     return out_dir
 
 
-def loss_log(log_history: Sequence[dict]) -> list[dict[str, Any]]:
-    """The training-loss entries of ``Trainer.state.log_history``: step, epoch, loss, learning rate, grad norm."""
-    keys = ("step", "epoch", "loss", "learning_rate", "grad_norm")
-    return [{k: h[k] for k in keys if k in h} for h in log_history if "loss" in h]
-
-
-SMOOTHING = 8  # steps in the loss curve's running mean
-
-
-def plot_loss_curve(log: Sequence[dict], out_dir: str | Path | None = None, title: str = "training loss"):
-    """The loss per optimizer step, with a running mean once there are enough steps; saved as ``loss_curve.png``
-    in ``out_dir`` when given. Returns the figure."""
-    import matplotlib.pyplot as plt
-
-    from .plots import save_figure
-
-    steps, losses = [e["step"] for e in log], [e["loss"] for e in log]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, losses, marker="o" if len(log) < 40 else None, alpha=0.5, label="per step")
-    if len(log) >= 2 * SMOOTHING:
-        mean = [sum(losses[max(0, i - SMOOTHING + 1): i + 1]) / len(losses[max(0, i - SMOOTHING + 1): i + 1])
-                for i in range(len(losses))]
-        ax.plot(steps, mean, lw=2, label=f"running mean of {SMOOTHING}")
-        ax.legend()
-    ax.set(xlabel="optimizer step", ylabel="loss (response tokens)", title=title)
-    ax.grid(alpha=0.3)
-    if out_dir is not None:
-        save_figure(fig, out_dir, LOSS_CURVE, formats=("png",))
-    return fig
-
-
 def train(config: TrainConfig, callbacks: Sequence[Any] = (), nproc: int | None = None) -> dict[str, Any]:
     """Fine-tune ``config.model`` on ``config.data``; return (and write) the run's summary.
 
@@ -326,6 +315,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), nproc: int | None 
     are extra ``transformers.TrainerCallback``s (single-process modes only). An interrupted run keeps its
     checkpoints; run again with ``resume=True`` to continue from the last one.
     """
+    check_nproc(nproc)
     if config.mode == "fsdp" and not under_torchrun():
         if callbacks:
             raise AlpacaNbError("callbacks cannot cross into the torchrun processes of an fsdp run")
@@ -336,13 +326,15 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), nproc: int | None 
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     config.accumulation_steps(world_size)  # fail before any work on a batch size that does not divide
     records = load_records(config.data)
+    _finished_run(config)
     resume_from = _checkpoints(config)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(config.seed)
     model, tokenizer = load_model(config)
     dataset = preprocess(records, tokenizer, config.max_length)
-    trainer = build_trainer(config, model, tokenizer, dataset, callbacks)
+    watch = weights_watch()
+    trainer = build_trainer(config, model, tokenizer, dataset, [*callbacks, watch])
     args = trainer.args
     n_total = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -359,6 +351,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), nproc: int | None 
     real, padded = _all_reduce([trainer.real_tokens, trainer.padded_tokens], "sum")
     peak, peak_kind = _peak_memory()
     peak = _all_reduce([peak], "max")[0]
+    weights_changed = bool(_all_reduce([float(bool(watch.changed))], "max")[0])
 
     if config.mode == "8bit":
         adapter_dir = _save(trainer, out / "adapter")
@@ -382,8 +375,13 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), nproc: int | None 
         "wrapped_as": type(trainer.model_wrapped).__name__,  # e.g. FSDPLlamaForCausalLM under fsdp
         "parameters": n_total, "trainable_parameters": n_trainable, "resumed_from": resume_from,
         "model_dir": str(model_dir) if model_dir else None, "adapter_dir": str(adapter_dir) if adapter_dir else None,
+        "warmup_steps": int(args.warmup_steps), "weights_changed": weights_changed,
     }
     if main:
+        if not weights_changed:
+            print(f"warning: the trainable weights did not change (steps: {summary['steps']}, learning rate: "
+                  f"{config.learning_rate}, warmup steps: {summary['warmup_steps']}); the saved model is the one "
+                  "it started from", file=sys.stderr)
         write_jsonl(out / LOSS_LOG_FILE, log)
         if log:
             import matplotlib.pyplot as plt

@@ -7,6 +7,7 @@ cutoff 256, 100 warmup steps, linear decay). ``cpu-demo`` is a few minutes on th
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from .errors import AlpacaNbError
@@ -83,6 +84,21 @@ class TrainConfig:
                                 f"{self.micro_batch_size} x {world_size} processes; change --micro-batch-size, "
                                 "--effective-batch-size or --nproc")
         return self.effective_batch_size // per_step
+
+
+def check_nproc(nproc: int | None) -> int | None:
+    """``nproc`` (processes an fsdp run launches; ``None``: the default) if it is a positive count."""
+    if nproc is not None and nproc < 1:
+        raise AlpacaNbError(f"--nproc {nproc}: the number of processes must be 1 or more (or leave it out for "
+                            "one per GPU, 2 on CPU)")
+    return nproc
+
+
+def capped_warmup_steps(warmup: float, total_steps: int) -> int:
+    """Warmup steps for a run of ``total_steps`` optimizer steps (``warmup`` < 1 is a ratio of them, rounded up
+    as the Trainer does), capped at ``total_steps - 1`` so at least one step runs at a non-zero learning rate."""
+    steps = int(warmup) if warmup >= 1 else math.ceil(total_steps * warmup)
+    return min(steps, max(0, total_steps - 1))
 
 
 def resolve_config(preset: str = "cpu-demo", **overrides) -> TrainConfig:

@@ -22,8 +22,9 @@ from .errors import AlpacaNbError
 from .fileio import read_json
 
 
-def read_annotations(path: str | Path) -> list[dict[str, Any]]:
-    """Read an AlpacaEval annotations file, checking every record has ``output_2`` and a valid ``preference``."""
+def read_annotations(path: str | Path, rouge_l: bool = False) -> list[dict[str, Any]]:
+    """Read an AlpacaEval annotations file, checking every record has ``output_2`` and a valid ``preference``
+    (and, with ``rouge_l``, ``output_1``: the reference answer that ROUGE-L compares with)."""
     rows = read_json(path)
     if not isinstance(rows, list) or not rows:
         raise AlpacaNbError(f"{path}: expected a non-empty JSON list of annotations "
@@ -32,7 +33,16 @@ def read_annotations(path: str | Path) -> list[dict[str, Any]]:
         if not isinstance(row, dict) or not isinstance(row.get("output_2"), str) or "preference" not in row:
             raise AlpacaNbError(f"{path}: annotation {i}: needs 'output_2' (text) and 'preference'")
         preference_score(row["preference"], where=f"{path}: annotation {i}")
+    if rouge_l:
+        _check_output_1(rows, where=f"{path}: ")
     return rows
+
+
+def _check_output_1(annotations: Sequence[dict[str, Any]], where: str = "") -> None:
+    for i, row in enumerate(annotations):
+        if not isinstance(row.get("output_1"), str):
+            raise AlpacaNbError(f"{where}annotation {i}: ROUGE-L needs 'output_1' (the reference's answer, text); "
+                                "judge against a reference first, or leave out --rouge-l")
 
 
 def preference_score(preference: Any, where: str = "annotation") -> float | None:
@@ -75,7 +85,10 @@ def rouge_l(outputs: Sequence[str], references: Sequence[str]) -> list[float]:
 
 
 def summary(annotations: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The leaderboard columns plus ``rouge_l``: the mean ROUGE-L of output_2 against output_1 (the reference)."""
+    """The leaderboard columns plus ``rouge_l``: the mean ROUGE-L of output_2 against output_1 (the reference).
+
+    An annotation without ``output_1`` raises :class:`AlpacaNbError` naming it."""
+    _check_output_1(annotations)
     scores = rouge_l([a["output_2"] for a in annotations], [a["output_1"] for a in annotations])
     return leaderboard(annotations) | {"rouge_l": sum(scores) / len(scores) if scores else None}
 
@@ -108,23 +121,28 @@ def answer_stats(reference_outputs: Sequence[dict], model_outputs: dict[str, Seq
                      "rouge_l": sum(scores) / len(scores)})
     return pd.DataFrame(rows).set_index("generator")
 
-def plot_win_rates(table: dict[str, dict[str, Any]], title: str = "") -> Any:
+def plot_win_rates(table: dict[str, dict[str, Any]], title: str = "", caveats: Sequence[str] = ()) -> Any:
     """Bar chart of ``win_rate`` ± ``standard_error`` per model (``{model: leaderboard(...)}``).
 
     A dashed line marks 50 % (as good as the reference); each bar is labelled with its number of parsed
-    verdicts. Returns the matplotlib figure (save it with :func:`alpaca_nb.plots.save_figure`).
+    verdicts. ``caveats`` (e.g. from :func:`alpaca_nb.judge_check.caveats`) are written in red across the
+    plot and the bars are hatched, so the figure itself says when its numbers are not evidence.
+    Returns the matplotlib figure (save it with :func:`alpaca_nb.plots.save_figure`).
     """
     import matplotlib.pyplot as plt
 
     names = list(table)
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(names), 3.6))
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.8 + 1.6 * len(names)), 3.8))
     ax.bar(names, [table[m]["win_rate"] or 0 for m in names], yerr=[table[m]["standard_error"] or 0 for m in names],
-           capsize=6, color="#4C72B0")
+           capsize=6, color="#4C72B0", hatch="//" if caveats else None, alpha=0.6 if caveats else 1.0)
     ax.axhline(50, ls="--", color="grey", lw=1)
     ax.set_ylim(0, 100)
     ax.set_ylabel("win rate vs reference (%)")
     ax.set_title(title)
     for i, m in enumerate(names):
         ax.annotate(f"n={table[m]['n_total']}", (i, 2), ha="center", color="white")
+    if caveats:
+        ax.text(0.5, 0.97, "\n".join(caveats), transform=ax.transAxes, ha="center", va="top", wrap=True,
+                fontsize=8, color="#B00020", bbox={"facecolor": "white", "edgecolor": "#B00020", "alpha": 0.9})
     fig.tight_layout()
     return fig

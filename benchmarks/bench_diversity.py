@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from alpaca_nb import data, diversity
+from alpaca_nb import data, diversity_parse
 
 TARGET = 52_002
 SAMPLE = 3_000
@@ -57,18 +57,18 @@ def main() -> None:
     base = list(dict.fromkeys(e.instruction for e in examples))  # distinct, in order
     texts = [t + " " * (i // len(base)) for i, t in zip(range(TARGET), base * (TARGET // len(base) + 1))]
     sample = texts[:SAMPLE]
-    model = diversity.spacy_model_name()
+    model = diversity_parse.spacy_model_name()
     words = sum(len(t.split()) for t in base) / len(base)
     print(f"model {model}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {len(set(texts)):,} "
           f"distinct texts from {len(base):,} instructions ({words:.1f} words on average)")
 
     full = spacy.load(model)
-    lean = diversity.load_nlp(model)
-    steps = [("1 plain nlp.pipe, all components", lambda: list(map(diversity.parse_doc, full.pipe(sample)))),
+    lean = diversity_parse.load_nlp(model)
+    steps = [("1 plain nlp.pipe, all components", lambda: list(map(diversity_parse.parse_doc, full.pipe(sample)))),
              ("2 without " + ", ".join(sorted(set(full.pipe_names) - set(lean.pipe_names))),
-              lambda: list(map(diversity.parse_doc, lean.pipe(sample)))),
+              lambda: list(map(diversity_parse.parse_doc, lean.pipe(sample)))),
              ("3 + first sentence only",
-              lambda: list(map(diversity.parse_doc, lean.pipe(map(diversity.first_sentence, sample)))))]
+              lambda: list(map(diversity_parse.parse_doc, lean.pipe(map(diversity_parse.first_sentence, sample)))))]
     results = {}
     for name, fn in steps:
         _, wall, cpu = timed(fn)
@@ -76,16 +76,16 @@ def main() -> None:
         report(name, SAMPLE, wall, cpu)
 
     with tempfile.TemporaryDirectory() as tmp:
-        cache = diversity.ParseCache(Path(tmp) / "parses.sqlite")
-        pairs, wall, cpu = timed(diversity.parse_instructions, texts, model=model, cache=cache, n_process=2,
+        cache = diversity_parse.ParseCache(Path(tmp) / "parses.sqlite")
+        pairs, wall, cpu = timed(diversity_parse.parse_instructions, texts, model=model, cache=cache, n_process=2,
                                  progress=False)
         report("4 parse_instructions (batch 256, 2 processes, all 52,002)", TARGET, wall, cpu)
-        rerun = diversity.ParseCache(cache.path)
-        _, rerun_wall, rerun_cpu = timed(diversity.parse_instructions, texts, model=model, cache=rerun,
+        rerun = diversity_parse.ParseCache(cache.path)
+        _, rerun_wall, rerun_cpu = timed(diversity_parse.parse_instructions, texts, model=model, cache=rerun,
                                          progress=False)
         report(f"5 rerun from the cache ({rerun.hits:,} hits, {rerun.misses} misses)", TARGET, rerun_wall, rerun_cpu)
 
-    upstream = [diversity.parse_doc(d) for d in full.pipe(base)]
+    upstream = [diversity_parse.parse_doc(d) for d in full.pipe(base)]
     agree = sum(a == b for a, b in zip(upstream, pairs[: len(base)])) / len(base)
     print(f"agreement with upstream's whole-text parse on the {len(base):,} distinct instructions: {agree:.2%}")
     print(f"optimised vs plain nlp.pipe: {results['1'] / (wall / TARGET):.1f}x faster; 52,002 instructions in "

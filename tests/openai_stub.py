@@ -4,8 +4,10 @@ It answers ``POST /v1/completions`` and ``POST /v1/chat/completions`` (plus ``GE
 ``GET /v1/models``) on 127.0.0.1 with a free port, in a background thread, and replays a script:
 one :class:`Reply` per prompt, in order, then ``default(body)`` when the script runs out. A reply
 can be a normal completion, an HTTP error (429 with ``Retry-After``, 500, 401, 404, ...), a slow
-answer (to trigger client timeouts), a malformed list or a truncated one (``finish_reason="length"``).
-Every request is recorded (path, JSON body, Authorization header) for assertions.
+answer (to trigger client timeouts), a malformed list or a truncated one (``finish_reason="length"``),
+or a broken reply: fields replaced in the JSON (``fields={"choices": []}``), any raw body (``raw="<html>..."``,
+``content_type="text/html"``), or an error body that echoes the request's Authorization header
+(``echo_auth=True``, as some proxies do). Every request is recorded (path, JSON body, Authorization header).
 
     with OpenAIStub([Reply(text="..."), Reply(status=429)]) as stub:
         client = openai.OpenAI(base_url=stub.base_url, api_key="test")
@@ -19,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 
 @dataclass
@@ -33,6 +35,10 @@ class Reply:
     retry_after: float | None = None   # Retry-After header (with 429)
     prompt_tokens: int | None = None   # default: words in the prompt
     completion_tokens: int | None = None  # default: words in the text
+    fields: dict[str, Any] | None = None  # replace these top-level fields of the JSON reply, e.g. {"choices": None}
+    raw: str | None = None             # send this body as is instead of JSON (malformed JSON, an HTML page)
+    content_type: str = "application/json"
+    echo_auth: bool = False            # with status != 200: the error message repeats the Authorization header
 
 
 def numbered_tasks(tasks: Iterable[tuple[str, str, str]], start: int = 4) -> str:
@@ -103,8 +109,8 @@ class OpenAIStub:
                 return self._script.pop(0)
         return self._default(body)
 
-    def _answer(self, path: str, body: dict) -> tuple[int, dict, dict]:
-        """Status, headers and JSON for one request (one scripted reply per prompt)."""
+    def _answer(self, path: str, body: dict, authorization: str | None = None) -> tuple[int, dict, dict | str]:
+        """Status, headers and JSON (or a raw body) for one request (one scripted reply per prompt)."""
         prompts = body.get("prompt", "")
         prompts = prompts if isinstance(prompts, list) else [prompts]
         if path.endswith("/chat/completions"):
@@ -112,9 +118,13 @@ class OpenAIStub:
         replies = [self._next(body) for _ in prompts]
         time.sleep(max(r.delay for r in replies))
         failed = next((r for r in replies if r.status != 200), None)
+        raw = next((r for r in replies if r.raw is not None), None)
+        if raw:
+            return failed.status if failed else 200, {"Content-Type": raw.content_type}, raw.raw
         if failed:
             headers = {"Retry-After": str(failed.retry_after)} if failed.retry_after is not None else {}
-            return failed.status, headers, {"error": {"message": f"stub error {failed.status}",
+            echo = f"; you sent Authorization: {authorization}" if failed.echo_auth else ""
+            return failed.status, headers, {"error": {"message": f"stub error {failed.status}{echo}",
                                                       "type": "stub_error", "code": failed.status}}
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         choices = []
@@ -128,8 +138,9 @@ class OpenAIStub:
                 choices.append({"index": i, "finish_reason": r.finish_reason, "text": r.text, "logprobs": None})
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         kind = "chat.completion" if path.endswith("/chat/completions") else "text_completion"
+        fields = {k: v for r in replies for k, v in (r.fields or {}).items()}
         return 200, {}, {"id": f"stub-{next(self._ids)}", "object": kind, "created": int(time.time()),
-                         "model": body.get("model", self.model), "choices": choices, "usage": usage}
+                         "model": body.get("model", self.model), "choices": choices, "usage": usage} | fields
 
     def _handler(self):
         stub = self
@@ -138,13 +149,13 @@ class OpenAIStub:
             def log_message(self, *args) -> None:  # keep test output clean
                 pass
 
-            def _send(self, status: int, obj: dict, headers: dict | None = None) -> None:
-                data = json.dumps(obj).encode()
+            def _send(self, status: int, obj: dict | str, headers: dict | None = None) -> None:
+                data = obj.encode() if isinstance(obj, str) else json.dumps(obj).encode()
+                headers = {"Content-Type": "application/json"} | (headers or {})
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
-                    for k, v in (headers or {}).items():
+                    for k, v in headers.items():
                         self.send_header(k, v)
                     self.end_headers()
                     self.wfile.write(data)
@@ -167,7 +178,7 @@ class OpenAIStub:
                 if self.path not in ("/v1/completions", "/v1/chat/completions"):
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                     return
-                status, headers, obj = stub._answer(self.path, body)
+                status, headers, obj = stub._answer(self.path, body, self.headers.get("Authorization"))
                 self._send(status, obj, headers)
 
         return Handler

@@ -10,7 +10,10 @@ from alpaca_nb import answers
 from alpaca_nb.cli import main
 from alpaca_nb.data import Example, load_alpaca_eval
 from alpaca_nb.errors import AlpacaNbError
-from alpaca_nb.fileio import atomic_write_json
+from alpaca_nb.fileio import atomic_write_json, read_json
+from alpaca_nb.model import model_identity
+from alpaca_nb.server import Endpoint
+from tests.openai_stub import OpenAIStub, Reply
 
 PROMPTS = ["Name three primary colors.",
            "Rewrite the sentence so it is shorter and clearer, keeping its meaning.",
@@ -89,11 +92,17 @@ def test_answer_writes_alpaca_eval_outputs_and_resumes(lm, tmp_path):
     records = answers.answer(items, lm, generator="smol", out_path=out, batch_size=2, max_new_tokens=6,
                              progress=False)
     assert json.loads(out.read_text()) == records
-    assert [set(r) for r in records] == [{"instruction", "output", "generator", "dataset"}] * 3
+    assert [set(r) for r in records] == [{"instruction", "output", "generator", "dataset", "answer_settings"}] * 3
+    assert records[0]["answer_settings"] == answers.answer_settings(lm, max_new_tokens=6)
+    assert records[0]["answer_settings"]["model"] == str(Path(lm.path).resolve())
     assert [r["instruction"] for r in records] == PROMPTS[:3] and {r["generator"] for r in records} == {"smol"}
     before = out.stat().st_mtime_ns
-    assert answers.answer(items, lm, generator="smol", out_path=out, progress=False) == records
+    assert answers.answer(items, lm, generator="smol", out_path=out, max_new_tokens=6, progress=False) == records
     assert out.stat().st_mtime_ns == before  # everything was already answered: nothing regenerated or rewritten
+    other = answers.LocalModel(lm.model, lm.tokenizer, "smol", path=str(tmp_path))  # another folder, same name
+    with pytest.raises(AlpacaNbError, match="already holds answers of generator 'smol' from model"):
+        answers.answer(items, other, generator="smol", out_path=out, max_new_tokens=6, progress=False)
+    assert out.stat().st_mtime_ns == before
 
 
 def test_input_is_folded_into_the_instruction():
@@ -129,3 +138,44 @@ def test_cli_answer(isolated_outputs, capsys, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     assert main(["answer", "--eval-set", "alpaca_eval", "--backend", "openai"]) == 2  # no key: a clear error
     assert "OPENAI_API_KEY" in capsys.readouterr().err
+
+
+def test_answers_are_asked_again_when_a_setting_changes(tmp_path):
+    """The cache is keyed by every setting that changes an answer, not by the generator's name alone."""
+    out = tmp_path / "model_outputs.json"
+    with OpenAIStub(default=lambda body: Reply(text=f"answer in {body['max_tokens']} tokens")) as stub:
+        endpoint = Endpoint(stub.base_url, "org/model", "none")
+
+        def run(**settings):
+            return answers.answer(_items(2), endpoint=endpoint, out_path=out, workers=1, progress=False,
+                                  **({"prompt_format": "chat", "max_new_tokens": 8} | settings))
+
+        first = run()
+        assert run() == first and len(stub.requests) == 2  # same settings: reused
+        assert [r["output"] for r in run(max_new_tokens=16)] == ["answer in 16 tokens"] * 2
+        assert len(stub.requests) == 4
+        run(max_new_tokens=16, prompt_format="alpaca")
+        assert len(stub.requests) == 6 and stub.requests[-1]["path"] == "/v1/completions"
+        last = run(max_new_tokens=16, prompt_format="alpaca", temperature=0.5)
+        assert len(stub.requests) == 8 and stub.requests[-1]["body"]["temperature"] == 0.5
+    assert read_json(out) == last  # replaced in place, one record per item
+    assert last[0]["answer_settings"] == {"endpoint": stub.base_url, "model": "org/model", "weights": None,
+                                          "prompt_format": "alpaca", "max_new_tokens": 16, "temperature": 0.5,
+                                          "seed": 0}
+
+
+def test_model_identity_follows_the_weights(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"1")
+    first = model_identity(folder)
+    assert first == model_identity(folder) and first["model"] == str(folder.resolve())
+    (folder / "model.safetensors").write_bytes(b"22")  # retrained in place
+    assert model_identity(folder)["model"] == first["model"] and model_identity(folder)["weights"] != first["weights"]
+    assert model_identity("gpt-4o-mini") == {"model": "gpt-4o-mini", "weights": None}
+    # a server started for one run gets a new port every run: the port is no part of the key; a URL given is
+    served = [Endpoint(f"http://127.0.0.1:{port}/v1", str(folder), "local", started_here=True) for port in (1, 2)]
+    assert served[0].identity() == served[1].identity()
+    assert Endpoint("http://h:1/v1", "m", "k").identity() != Endpoint("http://h:2/v1", "m", "k").identity()
+    assert "k" not in Endpoint("http://h:1/v1", "m", "sk-secret").identity().values()

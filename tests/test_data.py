@@ -1,5 +1,7 @@
 """Loaders return typed records with the counts upstream documents."""
 import json
+import os
+import re
 
 import pytest
 
@@ -56,3 +58,41 @@ def test_optional_records_are_empty_when_an_earlier_lesson_kept_nothing(tmp_path
     path.write_text("[{")
     with pytest.raises(AlpacaNbError, match="regen.json: line 1"):
         data.load_optional_records(path)
+
+
+@pytest.fixture
+def local_seeds(mirror, tmp_path, monkeypatch):
+    """An isolated seeds/ folder (and verification cache) holding a verified copy of the seed tasks."""
+    monkeypatch.setenv("ALPACA_NB_SEEDS", str(tmp_path / "seeds"))
+    monkeypatch.setenv("ALPACA_NB_CACHE", str(tmp_path / "cache"))
+    return data.fetch(["seed_tasks"], mirror=mirror, dest=tmp_path / "seeds")[0]
+
+
+def test_seed_file_cut_at_a_line_boundary_is_fetched_again_from_the_mirror(local_seeds, capsys):
+    good = local_seeds.read_bytes()
+    local_seeds.write_bytes(b"".join(good.splitlines(keepends=True)[:100]))  # parses fine: 100 tasks
+    assert len(data.load_seed_tasks()) == 175
+    assert local_seeds.read_bytes() == good
+    assert "sha256 differs from seeds/manifest.json; fetching seed_tasks again" in capsys.readouterr().err
+
+
+def test_seed_file_cut_without_a_mirror_is_an_error_naming_the_file(local_seeds, monkeypatch):
+    monkeypatch.delenv("ALPACA_NB_MIRROR")
+    cut = b"".join(local_seeds.read_bytes().splitlines(keepends=True)[:100])
+    local_seeds.write_bytes(cut)
+    with pytest.raises(data.FetchError, match=rf"{re.escape(str(local_seeds))}: sha256 differs .* run `alpaca-nb fetch seed_tasks`"):
+        data.load_seed_tasks()
+    assert local_seeds.read_bytes() == cut
+
+
+def test_verified_files_are_not_hashed_again_until_they_change(local_seeds, monkeypatch):
+    assert len(data.load_seed_tasks()) == 175  # hashes once and remembers it
+
+    def no_hashing(path):
+        raise AssertionError(f"{path} hashed again")
+
+    monkeypatch.setattr(data, "sha256_of", no_hashing)
+    assert len(data.load_seed_tasks()) == 175
+    os.utime(local_seeds, ns=(0, 0))  # same bytes, new mtime: checked again
+    with pytest.raises(AssertionError, match="hashed again"):
+        data.load_seed_tasks()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from alpaca_nb import diversity
+from alpaca_nb import diversity, diversity_parse
 from alpaca_nb.cli import main
 from alpaca_nb.errors import AlpacaNbError
 
@@ -40,29 +40,29 @@ def small_file(tmp_path) -> Path:
 def test_known_sentences_parse_to_known_pairs():
     texts = ["Write a poem about the sea.", "Explain why the sky is blue.", "What is the capital of France?",
              "Generate a list of ten words. Then sort them alphabetically."]
-    pairs = diversity.parse_instructions(texts, cache=False, progress=False)
+    pairs = diversity_parse.parse_instructions(texts, cache=False, progress=False)
     assert pairs == [("write", "poem"), ("explain", None), (None, None), ("generate", "list")]
-    table = diversity.explain(texts[:2])
+    table = diversity_parse.explain(texts[:2])
     assert table["root"].tolist() == ["Write (VERB)", "Explain (VERB)"]
-    assert diversity.first_sentence("  Sort these words. Then count them!  ") == "Sort these words."
+    assert diversity_parse.first_sentence("  Sort these words. Then count them!  ") == "Sort these words."
 
 
 def test_worker_processes_give_the_same_pairs():
     texts = [i for i, _, _ in SMALL] * 2
-    one = diversity.parse_instructions(texts, cache=False, n_process=1, progress=False)
-    two = diversity.parse_instructions(texts, cache=False, n_process=2, progress=False)
+    one = diversity_parse.parse_instructions(texts, cache=False, n_process=1, progress=False)
+    two = diversity_parse.parse_instructions(texts, cache=False, n_process=2, progress=False)
     assert one == two == [pair for _, _, pair in SMALL] * 2
 
 
 def test_second_run_is_served_from_the_cache(isolated_cache):
     texts = [i for i, _, _ in SMALL] + [SMALL[0][0]]  # one repeat: parsed once, counted once
-    first = diversity.ParseCache.for_model(diversity.spacy_model_name())
+    first = diversity_parse.ParseCache.for_model(diversity_parse.spacy_model_name())
     assert first.path.parent == isolated_cache / "diversity"
-    pairs = diversity.parse_instructions(texts, cache=first, progress=False)
+    pairs = diversity_parse.parse_instructions(texts, cache=first, progress=False)
     assert (first.hits, first.misses) == (0, len(SMALL))
 
-    rerun = diversity.ParseCache(first.path)  # a fresh connection, as a new session would open
-    assert diversity.parse_instructions(texts, cache=rerun, progress=False) == pairs
+    rerun = diversity_parse.ParseCache(first.path)  # a fresh connection, as a new session would open
+    assert diversity_parse.parse_instructions(texts, cache=rerun, progress=False) == pairs
     assert (rerun.hits, rerun.misses) == (len(SMALL), 0)
 
 
@@ -70,7 +70,7 @@ def test_unreadable_cache_is_a_clear_error(tmp_path):
     bad = tmp_path / "parses.sqlite"
     bad.write_bytes(b"this is not a database" * 100)
     with pytest.raises(AlpacaNbError, match="parses.sqlite.*delete the file"):
-        diversity.ParseCache(bad)
+        diversity_parse.ParseCache(bad)
 
 
 def test_counts_summary_and_csv_on_a_small_file(small_file, tmp_path):

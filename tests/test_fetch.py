@@ -30,7 +30,7 @@ def test_fetch_from_mirror_verifies_and_is_idempotent(mirror, tmp_path):
     assert [p.stat().st_mtime_ns for p in paths] == mtimes  # a good file is not copied again
 
 
-def test_corrupted_download_is_rejected_and_good_file_kept(mirror, tmp_path):
+def test_corrupted_mirror_copy_is_rejected_and_local_file_left_as_is(mirror, tmp_path):
     bad_mirror = _mirror_copy(mirror, tmp_path)
     dest = tmp_path / "seeds"
     good = data.fetch(["seed_tasks"], mirror=mirror, dest=dest)[0]
@@ -38,8 +38,10 @@ def test_corrupted_download_is_rejected_and_good_file_kept(mirror, tmp_path):
     target = bad_mirror / "self-instruct/seed_tasks.jsonl"
     target.write_bytes(target.read_bytes().replace(b"breakfast", b"dinner"))
     good.write_bytes(good_bytes + b"\n")  # the local copy is now stale, so fetch must try the mirror
-    with pytest.raises(data.FetchError, match=r"seed_tasks: sha256 of .* the manifest expects 7779004f.*kept"):
+    with pytest.raises(data.FetchError, match=r"seed_tasks: sha256 of .* the manifest expects 7779004f") as e:
         data.fetch(["seed_tasks"], mirror=bad_mirror, dest=dest)
+    assert "both copies are bad" in str(e.value) and "kept" not in str(e.value)  # the local copy is not good
+    assert f"replace {target}" in str(e.value) and "\n" not in str(e.value)
     assert good.read_bytes() == good_bytes + b"\n"  # nothing already there was replaced
     assert not list(good.parent.glob(".*.part"))  # no temporary file left behind
 

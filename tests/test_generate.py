@@ -14,8 +14,9 @@ import pytest
 
 from alpaca_nb import data
 from alpaca_nb.errors import AlpacaNbError
-from alpaca_nb.generate import (PRICES_PER_1M, GenerateConfig, estimate, generate, load_prices, load_regen,
-                                price_for)
+from alpaca_nb.generate import generate
+from alpaca_nb.generate_config import GenerateConfig, load_regen
+from alpaca_nb.generate_cost import PRICES_PER_1M, estimate, load_prices, price_for
 from openai_stub import OpenAIStub, Reply, UniqueTasks, numbered_tasks
 
 REPO = Path(__file__).resolve().parents[1]

@@ -105,3 +105,33 @@ def test_cli_round_trip(tmp_path, capsys):
     _fill(paths["sheet"], {"2": "maybe"})
     assert main(["human-score", "--sheet", paths["sheet"]]) == 2
     assert "row 3 (item 2)" in capsys.readouterr().err
+
+
+def test_export_never_replaces_a_labelled_sheet_or_its_key_unless_forced(tmp_path):
+    model, reference = _outputs("my-model", "MODEL"), _outputs("text_davinci_003", "REF")
+    sheet, key_path = export_sheet(model, reference, tmp_path / "sheet.csv", seed=3)
+    assert export_sheet(model, reference, sheet, seed=4) == (sheet, key_path)  # a blank sheet is replaced
+    assert read_json(key_path)["seed"] == 4
+    export_sheet(model, reference, sheet, seed=3)
+    key = key_path.read_bytes()
+    _fill(sheet, {"2": "A"})
+    filled = sheet.read_bytes()
+    with pytest.raises(AlpacaNbError, match="has 1 label"):
+        export_sheet(model, reference, sheet, seed=3)
+    assert (sheet.read_bytes(), key_path.read_bytes()) == (filled, key)
+    export_sheet(model, reference, sheet, seed=4, force=True)
+    assert all(r["label"] == "" for r in _read(sheet)) and read_json(key_path)["seed"] == 4
+    not_a_sheet = tmp_path / "notes.csv"
+    not_a_sheet.write_text("name,score\nx,1\n")
+    with pytest.raises(AlpacaNbError, match="is not a blind sheet"):
+        export_sheet(model, reference, not_a_sheet)
+
+
+def test_key_entry_must_name_the_model(exported):
+    sheet, key_path = exported
+    key = read_json(key_path)
+    key["items"]["1"] = {"A": "someone", "B": "else"}
+    atomic_write_json(key_path, key)
+    _fill(sheet, {"1": "A"})
+    with pytest.raises(AlpacaNbError, match=r"sheet.key.json: item 1: expected"):
+        score_sheet(sheet)

@@ -133,13 +133,15 @@ def test_both_orders_cancel_a_position_biased_judge(scripted):
 def test_judge_resumes_and_keeps_progress_on_errors(scripted, tmp_path):
     out = tmp_path / "annotations.json"
     model, reference = _pairs(12)
-    flaky = scripted(lambda prompt: None if "task 11\n" in prompt else _prefers_good(prompt))
+    down = {"task 11"}  # the server fails on this item until it recovers
+    server = scripted(lambda prompt: None if any(f"{t}\n" in prompt for t in down) else _prefers_good(prompt))
     with pytest.raises(AlpacaNbError, match="judge request failed.*task 11"):
-        judge(model, reference, _endpoint(flaky), out_path=out, progress=False)
+        judge(model, reference, _endpoint(server), out_path=out, progress=False)
     assert len(read_json(out)) == 11  # everything judged before the failure is on disk
-    healthy = scripted(_prefers_good)
-    annotations = judge(model, reference, _endpoint(healthy), out_path=out, progress=False)
-    assert len(healthy.requests) == 1 and len(annotations) == 12  # only the missing item was asked
+    down.clear()
+    asked_before = len(server.requests)
+    annotations = judge(model, reference, _endpoint(server), out_path=out, progress=False)
+    assert len(server.requests) - asked_before == 1 and len(annotations) == 12  # only the missing item was asked
     assert annotations == read_json(out)
 
 
@@ -175,3 +177,61 @@ def test_end_to_end_on_the_local_default_judge(local_endpoint, tmp_path, capsys)
                                                                         "truncated")
         assert a["preference"] in (1.0, 1.5, 2.0, None)
         assert a["judgements"][0]["verdict"] == parse_verdict(a["judgements"][0]["raw_completion"])
+
+
+# --- caches keyed by everything that changes a verdict; one annotations file per model -------------------------
+
+def test_rerun_with_other_settings_judges_again(scripted, tmp_path):
+    """Raising max_tokens (or changing temperature or server) must ask again, not reuse the old verdicts."""
+    model, reference = _pairs(3)
+    out = tmp_path / "annotations.json"
+    first = scripted(_prefers_good)
+    judge(model, reference, _endpoint(first), max_tokens=4, out_path=out, progress=False)
+    judge(model, reference, _endpoint(first), max_tokens=4, out_path=out, progress=False)
+    assert len(first.requests) == 3  # same settings: all reused
+    for settings in ({"max_tokens": 64}, {"max_tokens": 64, "temperature": 0.7}):
+        annotations = judge(model, reference, _endpoint(first), out_path=out, progress=False, **settings)
+        assert [r["body"]["max_tokens"] for r in first.requests[-3:]] == [settings["max_tokens"]] * 3
+        assert [a["judge_settings"]["max_tokens"] for a in read_json(out)] == [settings["max_tokens"]] * 3
+    assert len(first.requests) == 9 and first.requests[-1]["body"]["temperature"] == 0.7
+    other_server = scripted(_prefers_good)
+    annotations = judge(model, reference, _endpoint(other_server), out_path=out, max_tokens=64, temperature=0.7,
+                        progress=False)
+    assert len(other_server.requests) == 3 and annotations == read_json(out)
+    assert {a["judge_settings"]["endpoint"] for a in annotations} == {other_server.base_url}
+
+
+def test_a_subset_rerun_keeps_the_other_items(scripted, tmp_path):
+    model, reference = _pairs(6)
+    out = tmp_path / "annotations.json"
+    server = scripted(_prefers_good)
+    judge(model, reference, _endpoint(server), out_path=out, progress=False)
+    judge(model[:2], reference, _endpoint(server), max_tokens=8, out_path=out, progress=False)
+    saved = read_json(out)
+    assert sorted(a["instruction"] for a in saved) == sorted(m["instruction"] for m in model)  # nothing dropped
+    assert sorted(a["judge_settings"]["max_tokens"] for a in saved) == [8, 8, 32, 32, 32, 32]
+
+
+def test_cli_judges_each_model_into_its_own_file(scripted, tmp_path, isolated_outputs, capsys):
+    from alpaca_nb.cli import main
+    from alpaca_nb.fileio import atomic_write_json
+
+    server = scripted(_prefers_good)
+    model, reference = _pairs(3)
+    ref_path = atomic_write_json(tmp_path / "reference.json", reference)
+    for name in ("model-a", "model-b"):
+        path = atomic_write_json(tmp_path / f"{name}.json", [m | {"generator": name} for m in model])
+        assert main(["judge", "--model-outputs", str(path), "--reference", str(ref_path), "--backend", "url",
+                     "--base-url", server.base_url, "--judge-model", server.model]) == 0
+        assert json.loads(capsys.readouterr().out)["annotations"] == \
+            str(isolated_outputs / "05_evaluate" / f"annotations_{name}.json")
+    for name in ("model-a", "model-b"):
+        saved = read_json(isolated_outputs / "05_evaluate" / f"annotations_{name}.json")
+        assert [a["generator_2"] for a in saved] == [name] * 3
+
+
+def test_mixed_generators_are_refused(scripted):
+    model, reference = _pairs(2)
+    with pytest.raises(AlpacaNbError, match="mix 2 generators"):
+        judge([model[0], model[1] | {"generator": "other"}], reference, _endpoint(scripted(_prefers_good)),
+              progress=False)

@@ -1,5 +1,7 @@
 """The lessons: committed clean, parameterised by profile, and all run headlessly with papermill."""
 import ast
+import os
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -52,12 +54,45 @@ def test_unknown_names_and_profiles_are_clear(capsys):
     assert "no single notebook matches '42'" in capsys.readouterr().err
 
 
+def _probe_notebook(folder: Path) -> Path:
+    """A one-cell lesson that writes a marker into its stage folder under ``outputs_dir``."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("from alpaca_nb.paths import outputs_dir\n"
+                                          "(outputs_dir('99_probe') / 'marker.txt').write_text('written')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = folder / "99_probe.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_each_profile_has_its_own_outputs_root(tmp_path, isolated_outputs, monkeypatch):
+    """A smoke run after the demo must not replace the demo's products: demo writes to the outputs root,
+    any other profile under <root>/<profile>/; the caller's environment is restored afterwards."""
+    probe = _probe_notebook(tmp_path)
+    demo = notebooks.run_notebook(probe, profile="demo")
+    assert demo == isolated_outputs / "notebooks" / "99_probe.ipynb"
+    assert (isolated_outputs / "99_probe" / "marker.txt").read_text() == "written"
+    (isolated_outputs / "99_probe" / "marker.txt").write_text("the demo's")
+    smoke = notebooks.run_notebook(probe, profile="smoke")
+    assert smoke == isolated_outputs / "smoke" / "notebooks" / "99_probe.ipynb"
+    assert (isolated_outputs / "smoke" / "99_probe" / "marker.txt").read_text() == "written"
+    assert (isolated_outputs / "99_probe" / "marker.txt").read_text() == "the demo's"
+    assert os.environ["ALPACA_NB_OUTPUTS"] == str(isolated_outputs)
+    monkeypatch.delenv("ALPACA_NB_OUTPUTS")
+    monkeypatch.setenv("ALPACA_NB_HOME", str(tmp_path))  # no variable set: the root is <home>/outputs
+    assert notebooks.profile_outputs_root("smoke") == tmp_path / "outputs" / "smoke"
+    with notebooks.profile_outputs("smoke"):
+        assert os.environ["ALPACA_NB_OUTPUTS"] == str(tmp_path / "outputs" / "smoke")
+    assert "ALPACA_NB_OUTPUTS" not in os.environ
+
+
 def test_every_lesson_runs_headlessly_with_the_smoke_profile(isolated_outputs):
     """The whole course, in order, as `make test` and CI run it: each stage reads the previous one's outputs."""
     assert main(["run-notebooks", "--profile", "smoke"]) == 0
+    root = isolated_outputs / "smoke"  # the smoke profile's own outputs root
     for path in NOTEBOOKS:
-        executed = nbformat.read(isolated_outputs / "notebooks" / path.name, as_version=4)
+        executed = nbformat.read(root / "notebooks" / path.name, as_version=4)
         assert executed.metadata["papermill"]["exception"] is None
-        stage = isolated_outputs / path.stem
+        stage = root / path.stem
         assert stage.is_dir() and any(stage.iterdir()), f"{path.stem} wrote nothing"
-    assert (isolated_outputs / "01_seed_tasks" / "lengths.png").stat().st_size > 1000
+    assert (root / "01_seed_tasks" / "lengths.png").stat().st_size > 1000

@@ -3,6 +3,7 @@ import socket
 
 import pytest
 
+from alpaca_nb.errors import AlpacaNbError
 from alpaca_nb.server import local_server, open_endpoint, remote_endpoint
 
 
@@ -19,9 +20,23 @@ def test_local_server_answers_and_stops(model_dir, tmp_path):
 
 
 def test_server_failure_names_its_log(tmp_path):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")  # looks like a model folder, but the server cannot load it
     with pytest.raises(RuntimeError, match=r"exited with code .*see its log"):
-        with local_server(tmp_path / "not-a-model", log_path=tmp_path / "serve.log", startup_timeout=60):
+        with local_server(broken, log_path=tmp_path / "serve.log", startup_timeout=60):
             pass
+
+
+def test_missing_or_empty_model_folder_is_refused_before_starting(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AlpacaNbError, match="model folder .*no-such-model does not exist"):
+        with open_endpoint("local", model=str(tmp_path / "no-such-model"), log_path=tmp_path / "serve.log"):
+            pass
+    with pytest.raises(AlpacaNbError, match="empty is not a model folder"):
+        with local_server(tmp_path / "empty", log_path=tmp_path / "serve.log"):
+            pass
+    assert not (tmp_path / "serve.log").exists()  # no server was started
 
 
 def test_openai_backend_without_key_explains_offline_use(monkeypatch):

@@ -108,17 +108,6 @@ def test_bad_records_name_the_index(tokenizer, tmp_path):
         sft.load_records([tmp_path / "missing.json"])
 
 
-def test_lesson_records_fall_back_to_seed_tasks(tmp_path):
-    records, source = sft.lesson_records(tmp_path / "missing.json")
-    assert len(records) == 175 and source == "175 seed tasks"
-    few = tmp_path / "regen.json"
-    few.write_text(json.dumps(RECORDS))
-    records, source = sft.lesson_records(few, min_records=10)
-    assert len(records) == 177 and records[0].instruction == RECORDS[0]["instruction"]
-    records, _ = sft.lesson_records(few, min_records=2)
-    assert len(records) == 2
-
-
 def test_length_grouping_wastes_little_on_padding(tokenizer, tmp_path):
     """On an Alpaca-like length distribution (AlpacaEval's 805 text-davinci-003 answers + the 175 seeds),
     the Trainer's length-grouped micro-batches are >= 95% real tokens; random ones are far from it."""

@@ -12,7 +12,7 @@ from alpaca_nb import cli
 from alpaca_nb.errors import AlpacaNbError
 from alpaca_nb.fileio import read_json, read_jsonl
 from alpaca_nb.train import train
-from alpaca_nb.train_config import resolve_config
+from alpaca_nb.train_config import capped_warmup_steps, resolve_config
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDS = [
@@ -75,6 +75,33 @@ def test_full_on_embedded_model(data_file, model_dir, tmp_path):
     assert AutoTokenizer.from_pretrained(out / "model").eos_token == "<|im_end|>"
 
 
+def test_one_step_with_warmup_changes_the_saved_weights(data_file, model_dir, tmp_path):
+    """cpu-demo's warmup ratio 0.03 of 1 step is ceil(0.03) = 1 warmup step: that step would run at learning
+    rate 0 and save the base model unchanged. The cap leaves no warmup in a 1-step run."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "one"
+    summary = train(resolve_config("cpu-demo", data=[data_file], output_dir=out, model=str(model_dir), max_steps=1,
+                                   micro_batch_size=1, effective_batch_size=1, max_length=64))
+    assert summary["steps"] == 1 and summary["warmup_steps"] == 0 and summary["weights_changed"] is True
+    assert read_jsonl(out / "loss_log.jsonl")[0]["learning_rate"] > 0
+    base, saved = load_file(model_dir / "model.safetensors"), load_file(out / "model" / "model.safetensors")
+    assert any(not base[k].equal(saved[k]) for k in base.keys() & saved.keys())
+
+
+@pytest.mark.parametrize("warmup, total, expected", [(0.03, 1, 0), (0.03, 2, 1), (0.03, 100, 3), (100, 50, 49),
+                                                    (100, 500, 100), (0, 1, 0)])
+def test_warmup_leaves_at_least_one_step_at_a_nonzero_rate(warmup, total, expected):
+    assert capped_warmup_steps(warmup, total) == expected
+
+
+def test_a_run_that_leaves_the_weights_unchanged_says_so(data_file, tiny_model, tmp_path, capsys):
+    out = tmp_path / "lr0"
+    summary = train(config(data_file, out, tiny_model, max_steps=1, learning_rate=0.0))
+    assert summary["weights_changed"] is False and read_json(out / "train_summary.json")["weights_changed"] is False
+    assert "warning: the trainable weights did not change (steps: 1, learning rate: 0.0" in capsys.readouterr().err
+
+
 def test_resume_after_interruption_matches_an_uninterrupted_run(data_file, tiny_model, tmp_path):
     from transformers import TrainerCallback
 
@@ -106,7 +133,7 @@ def test_8bit_lora_saves_adapter_and_merges(data_file, tiny_model, tmp_path):
     out = tmp_path / "lora"
     summary = train(config(data_file, out, tiny_model, mode="8bit", learning_rate=1e-2, merge_lora=True))
     assert summary["train_loss_last"] < summary["train_loss_first"]
-    assert summary["trainable_parameters"] < summary["parameters"] / 10
+    assert summary["trainable_parameters"] < summary["parameters"] / 10 and summary["weights_changed"] is True
     adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert (adapter["r"], adapter["lora_alpha"], adapter["lora_dropout"]) == (8, 16, 0.05)
     assert sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
@@ -134,7 +161,7 @@ def test_fsdp_two_processes_over_gloo(data_file, tiny_model, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = read_json(out / "train_summary.json")
     assert summary["world_size"] == 2 and summary["gradient_accumulation_steps"] == 2
-    assert summary["wrapped_as"].startswith("FSDP")
+    assert summary["wrapped_as"].startswith("FSDP") and summary["weights_changed"] is True
     assert summary["train_loss_last"] < summary["train_loss_first"]
     assert AutoModelForCausalLM.from_pretrained(out / "model").num_parameters() == summary["parameters"]
 
@@ -152,3 +179,16 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert cli.main(["train", "--mode", "fsdp", "--nproc", "3", "--data", str(empty), "--output-dir", out]) == 2
     assert "not a multiple" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_finished_run_is_replaced_only_with_overwrite(data_file, tiny_model, tmp_path):
+    out = tmp_path / "done"
+    train(config(data_file, out, tiny_model, max_steps=1))
+    files = lambda: {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}  # noqa: E731
+    kept = files()
+    with pytest.raises(AlpacaNbError, match=r"holds a finished run \(train_summary.json, model\).*--overwrite"):
+        train(config(data_file, out, tiny_model, max_steps=2))
+    assert files() == kept  # summary, config and model untouched
+    second = train(config(data_file, out, tiny_model, max_steps=2, overwrite=True))  # what lesson 04 passes
+    assert second["steps"] == 2 and read_json(out / "train_summary.json") == second
+    assert read_json(out / "resolved_config.json")["max_steps"] == 2

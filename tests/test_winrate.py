@@ -79,3 +79,13 @@ def test_plot_win_rates(tmp_path):
     assert [b.get_height() for b in bars] == pytest.approx([400 / 7, 0])
     png, _ = save_figure(fig, tmp_path, "win_rates")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rouge_l_needs_the_reference_answer(tmp_path):
+    rows = [{"output_2": "x", "preference": 2}]
+    with pytest.raises(AlpacaNbError, match="annotation 0: ROUGE-L needs 'output_1'"):
+        summary(rows)
+    path = atomic_write_json(tmp_path / "a.json", rows)
+    assert read_annotations(path) == rows  # the leaderboard alone does not need it
+    with pytest.raises(AlpacaNbError, match=r"a.json: annotation 0: ROUGE-L needs 'output_1'"):
+        read_annotations(path, rouge_l=True)
