@@ -93,9 +93,11 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop", action="append", help="stop sequence, repeatable (default local: '###' and the next "
                    "task's number, so one task per request; remote: Alpaca's '\\n20', '20.')")
     p.add_argument("--seed", type=int, default=42, help="seed for prompt sampling and requests")
-    p.add_argument("--max-requests", type=int, help="stop after this many requests in total, even short of the target")
+    p.add_argument("--max-requests", type=int, help="stop after this many requests in total, even short of the target "
+                   "(default: 3x the estimate, at least 10)")
     p.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request before retrying")
-    p.add_argument("--max-retries", type=int, default=5, help="retries per request on 429, 5xx and timeouts")
+    p.add_argument("--max-retries", type=int, default=5,
+                   help="retries per request on 429, 5xx, timeouts and unusable replies, then the run stops")
     p.add_argument("--prices", help='JSON file of prices per 1M tokens, {"model": {"input": 0.15, "output": 0.6}}')
     p.add_argument("--dry-run", action="store_true", help="print the token and cost estimate and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -74,8 +74,8 @@ def estimate(config: GenerateConfig, model: str | None = None, use_measured: boo
     OpenAI tokenizers). Completion tokens and kept instructions per prompt come from ``summary.json``
     in the output folder when ``use_measured`` and a run there has kept something, else from the
     stated assumptions (``ASSUMED_*``). ``max_requests`` is ``config.max_requests``, else
-    ``MAX_REQUESTS_FACTOR`` times the estimated requests (at least ``MIN_MAX_REQUESTS``). A setting that cannot work raises
-    :class:`AlpacaNbError` (see :meth:`GenerateConfig.validate`).
+    ``MAX_REQUESTS_FACTOR`` times the estimated requests (at least ``MIN_MAX_REQUESTS``). A setting that
+    cannot work raises :class:`AlpacaNbError` (see :meth:`GenerateConfig.validate`).
     """
     model = model or config.model or ("SmolLM2-135M-Instruct (local)" if config.backend == "local" else "?")
     seeds = seed_records(config.seed_tasks)
@@ -96,8 +96,9 @@ def estimate(config: GenerateConfig, model: str | None = None, use_measured: boo
     total_prompt, total_completion = round(n_prompts * prompt_tokens), round(n_prompts * completion_tokens)
     price = price_for(model, config.backend, load_prices(config.prices))
     requests = int(-(-n_prompts // config.prompts_per_request))
+    max_requests = config.max_requests or max(MIN_MAX_REQUESTS, MAX_REQUESTS_FACTOR * requests)
     return {"model": model, "num_instructions": config.num_instructions, "prompts": int(n_prompts),
-            "requests": requests, "max_requests": config.max_requests or max(MIN_MAX_REQUESTS, MAX_REQUESTS_FACTOR * requests),
+            "requests": requests, "max_requests": max_requests,
             "max_requests_basis": "--max-requests" if config.max_requests else f"default {MAX_REQUESTS_FACTOR}x the "
                                   f"estimate, at least {MIN_MAX_REQUESTS}; set --max-requests",
             "prompt_tokens_per_prompt": round(prompt_tokens), "completion_tokens_per_prompt": round(completion_tokens),

@@ -47,8 +47,9 @@ def _fatal(e: Exception, endpoint, api: str) -> AlpacaNbError | None:
         return AlpacaNbError(f"{where}: not found (404): check --model and --base-url; a chat-only model needs "
                              "--api chat")
     if isinstance(e, openai.APIStatusError) and 400 <= e.status_code < 500 and e.status_code not in (408, 409, 429):
-        return AlpacaNbError(scrub_secrets(f"{where}: the server refused the request ({e.status_code}: {_one_line(e.message)}); "
-                                           "check --max-tokens, --model and --api", [endpoint.api_key]))
+        refused = f"the server refused the request ({e.status_code}: {_one_line(e.message)})"
+        return AlpacaNbError(scrub_secrets(f"{where}: {refused}; check --max-tokens, --model and --api",
+                                           [endpoint.api_key]))
     return None
 
 

@@ -22,7 +22,7 @@ def test_fetch_from_mirror_verifies_and_is_idempotent(mirror, tmp_path):
     dest = tmp_path / "seeds"
     paths = data.fetch(mirror=mirror, dest=dest)
     names = [e.name for e in data.load_manifest() if not e.online_only]
-    assert len(paths) == len(names) == 6
+    assert len(paths) == len(names) == 7
     for entry, path in zip([data.manifest_entry(n) for n in names], paths):
         assert data.sha256_of(path) == entry.sha256
     mtimes = [p.stat().st_mtime_ns for p in paths]

@@ -79,6 +79,20 @@ def test_plot_win_rates(tmp_path):
     assert [b.get_height() for b in bars] == pytest.approx([400 / 7, 0])
     png, _ = save_figure(fig, tmp_path, "win_rates")
     assert png.read_bytes()[:4] == b"\x89PNG"
+    assert not fig.axes[0].texts[len(table):]  # no caveat box on a reliable figure
+
+
+def test_plot_win_rates_says_on_the_figure_when_it_is_not_evidence(tmp_path):
+    from alpaca_nb.judge_check import caveats
+
+    table = {"base": leaderboard(_annotations())}
+    check = {"passed": False, "reasons": ["position bias 96% > 70%"]}
+    notes = caveats(table, check)
+    fig = plot_win_rates(table, title="demo", caveats=notes)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert any("judge FAILED its sanity check (position bias 96% > 70%)" in t for t in texts)
+    assert any("small sample: 7 decided verdicts" in t for t in texts)
+    assert all(b.get_hatch() == "//" for b in fig.axes[0].patches)
 
 
 def test_rouge_l_needs_the_reference_answer(tmp_path):
