@@ -42,16 +42,23 @@ def heldout_tasks(n: int | None = None, seed: int = 0) -> list[Example]:
 
 
 def teacher_forced_loss(lm: LocalModel, tasks: Sequence[Example], max_length: int = 512, batch_size: int = 8,
-                        progress: bool = True) -> dict[str, float | int]:
+                        bf16: bool | None = None, progress: bool = True) -> dict[str, Any]:
     """Mean NLL (nats per reference token) of each task's ``output`` + EOS after Alpaca's prompt.
 
     Tokenised and masked exactly as in training (:func:`alpaca_nb.sft.preprocess`, which also drops a
     task whose prompt alone fills ``max_length``, and truncates long answers); batched by length with
-    right padding. Returns ``loss``, ``perplexity``, ``n_tokens`` (trained tokens) and ``n_scored`` (tasks).
+    right padding. The forward pass runs under bf16 autocast when ``bf16`` (``None``: where the CPU or GPU
+    computes bf16 natively, about 3x faster on such a CPU; the log-softmax stays fp32). Returns ``loss``,
+    ``perplexity``, ``n_tokens`` (trained tokens), ``n_scored`` (tasks) and ``precision``.
     """
     import torch
     import torch.nn.functional as F
     from tqdm.auto import tqdm
+
+    from .train_config import native_bf16
+
+    device = next(lm.model.parameters()).device
+    bf16 = native_bf16(device.type == "cuda") if bf16 is None else bf16
 
     tok = lm.tokenizer
     examples = preprocess(list(tasks), tok, max_length)
@@ -64,8 +71,8 @@ def teacher_forced_loss(lm: LocalModel, tasks: Sequence[Example], max_length: in
         ids = torch.tensor([r["input_ids"] + [pad] * (width - len(r["input_ids"])) for r in rows])
         labels = torch.tensor([r["labels"] + [IGNORE_INDEX] * (width - len(r["labels"])) for r in rows])
         mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in rows])
-        with torch.no_grad():
-            logits = lm.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = lm.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float().cpu()
         target = labels[:, 1:]
         total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                                        ignore_index=IGNORE_INDEX, reduction="sum"))
@@ -73,7 +80,8 @@ def teacher_forced_loss(lm: LocalModel, tasks: Sequence[Example], max_length: in
     if not count:
         raise AlpacaNbError("no reference tokens to score; raise max_length")
     loss = total / count
-    return {"loss": loss, "perplexity": math.exp(loss), "n_tokens": count, "n_scored": len(examples)}
+    return {"loss": loss, "perplexity": math.exp(loss), "n_tokens": count, "n_scored": len(examples),
+            "precision": "bf16" if bf16 else "fp32"}
 
 
 def answer_metrics(answers: Sequence[str], references: Sequence[str], stopped: Sequence[bool]) -> dict[str, Any]:
@@ -121,7 +129,7 @@ def measure(model: str | Path | LocalModel | None, num_answers: int = 32, num_ta
     texts, stopped = greedy_answers(lm, sample, max_new_tokens, batch_size, progress) if sample else ([], [])
     metrics = answer_metrics(texts, [t.output for t in sample], stopped)
     return {"loss": loss["loss"], "perplexity": loss["perplexity"], "n_tasks": len(tasks),
-            "n_scored": loss["n_scored"], "n_tokens": loss["n_tokens"], **metrics,
+            "n_scored": loss["n_scored"], "n_tokens": loss["n_tokens"], "loss_precision": loss["precision"], **metrics,
             "settings": {"max_length": max_length, "max_new_tokens": max_new_tokens, "num_answers": num_answers,
                          "num_tasks": num_tasks, "seed": seed},
             "seconds": time.perf_counter() - start,

@@ -1,6 +1,7 @@
 """Lesson 04: supervised fine-tuning with the Hugging Face Trainer, in one of three modes.
 
-- ``full``: every weight trained on one device (bf16 mixed precision on GPUs that support it, else fp32);
+- ``full``: every weight trained on one device (bf16 mixed precision where the GPU or CPU computes bf16
+  natively, else fp32; ``precision`` forces either);
   ``optim="adamw_8bit"`` swaps in bitsandbytes' 8-bit AdamW (optimizer state 4x smaller).
 - ``fsdp``: FSDP ``full_shard`` with the decoder layer class auto-wrapped, one process per GPU under torchrun
   (Alpaca's 7B recipe: 4 A100s). :func:`train` launches torchrun itself when it is not already under it.
@@ -26,7 +27,7 @@ from .errors import AlpacaNbError
 from .fileio import atomic_write_json, read_json, write_jsonl
 from .model import resolve_model
 from .sft import add_pad_token, load_records, preprocess
-from .train_config import TrainConfig, capped_warmup_steps, check_nproc
+from .train_config import TrainConfig, capped_warmup_steps, check_nproc, use_bf16
 from .train_report import loss_log, plot_loss_curve, weights_watch  # noqa: F401 (train.plot_loss_curve)
 
 CONFIG_FILE = "resolved_config.json"
@@ -182,7 +183,7 @@ def training_arguments(config: TrainConfig, world_size: int, layer_class: str | 
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
         seed=config.seed,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
+        bf16=use_bf16(config, cuda, world_size),
         tf32=cuda or None,
         use_cpu=not cuda,
         ddp_backend="gloo" if world_size > 1 and not cuda else None,

@@ -33,7 +33,7 @@ def tiny_model(model_dir, tmp_path_factory):
 def test_loss_masks_the_prompt_exactly_and_matches_per_example_losses(tiny_model):
     lm = load_local_model(tiny_model)
     tasks = heldout.heldout_tasks(6, seed=1)
-    result = heldout.teacher_forced_loss(lm, tasks, max_length=2048, batch_size=4, progress=False)
+    result = heldout.teacher_forced_loss(lm, tasks, max_length=2048, batch_size=4, bf16=False, progress=False)
     # known count: every reference token plus its EOS, and nothing of the prompt
     expected_tokens = sum(len(lm.tokenizer(t.output, add_special_tokens=False)["input_ids"]) + 1 for t in tasks)
     assert result["n_tokens"] == expected_tokens and result["n_scored"] == 6
@@ -47,7 +47,10 @@ def test_loss_masks_the_prompt_exactly_and_matches_per_example_losses(tiny_model
             loss = lm.model(input_ids=torch.tensor([ex["input_ids"]]), labels=torch.tensor([ex["labels"]])).loss
         total, count = total + float(loss) * n, count + n
     assert result["loss"] == pytest.approx(total / count, rel=1e-4)
-    assert result["perplexity"] == pytest.approx(math.exp(result["loss"]))
+    assert result["perplexity"] == pytest.approx(math.exp(result["loss"])) and result["precision"] == "fp32"
+    fast = heldout.teacher_forced_loss(lm, tasks, max_length=2048, batch_size=4, bf16=True, progress=False)
+    assert fast["precision"] == "bf16" and fast["n_tokens"] == expected_tokens
+    assert fast["loss"] == pytest.approx(result["loss"], rel=0.02)  # bf16 autocast: the same number, roughly
 
 
 def test_answer_metrics_count_leaks_stops_words_and_rouge():

@@ -192,3 +192,28 @@ def test_a_finished_run_is_replaced_only_with_overwrite(data_file, tiny_model, t
     second = train(config(data_file, out, tiny_model, max_steps=2, overwrite=True))  # what lesson 04 passes
     assert second["steps"] == 2 and read_json(out / "train_summary.json") == second
     assert read_json(out / "resolved_config.json")["max_steps"] == 2
+
+
+def test_precision_auto_picks_bf16_only_where_the_device_computes_it_natively(monkeypatch):
+    import torch
+
+    from alpaca_nb.train_config import resolve_config, use_bf16
+
+    config = resolve_config("cpu-demo", data=["x.json"], output_dir="out")
+    for name, value in (("_is_avx512_bf16_supported", True), ("_is_amx_tile_supported", False)):
+        monkeypatch.setattr(torch.cpu, name, lambda value=value: value, raising=False)
+    assert use_bf16(config, cuda=False, world_size=1)            # e.g. AMD Zen 4 / Intel Sapphire Rapids
+    assert not use_bf16(config, cuda=False, world_size=2)        # FSDP over gloo stays fp32
+    assert not use_bf16(resolve_config("cpu-demo", data=["x"], output_dir="o", mode="8bit"), False, 1)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert not use_bf16(config, cuda=False, world_size=1)        # older CPUs: bf16 would only be emulated
+    # a V100/T4 "supports" bf16 only by emulation: auto must not pick it; an A100 does natively
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert not use_bf16(config, cuda=True, world_size=4)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert use_bf16(config, cuda=True, world_size=4)
+    forced = resolve_config("cpu-demo", data=["x"], output_dir="o", precision="fp32")
+    assert not use_bf16(forced, cuda=True, world_size=1)
+    assert use_bf16(resolve_config("cpu-demo", data=["x"], output_dir="o", precision="bf16"), False, 1)
+    with pytest.raises(AlpacaNbError, match="unknown precision 'fp8'"):
+        resolve_config("cpu-demo", data=["x"], output_dir="o", precision="fp8")
