@@ -26,6 +26,7 @@ from typing import Any, Sequence
 from .data import Example, load_alpaca_eval, load_davinci_user_oriented, load_user_oriented_tasks
 from .errors import AlpacaNbError
 from .fileio import atomic_write_json, read_json
+from .generate_requests import complete_once
 from .model import check_model_folder, model_identity, resolve_model
 from .paths import outputs_dir
 from .server import Endpoint
@@ -232,25 +233,18 @@ def generate_with_endpoint(endpoint: Endpoint, items: Sequence[Example], prompt_
                            progress: bool = True) -> list[str]:
     """Answers from any OpenAI-compatible endpoint: chat messages, or Alpaca's template as a plain completion.
 
-    Requests run ``workers`` at a time; an HTTP failure stops with an error naming the item.
+    Requests run ``workers`` at a time; a failed request or an unusable reply (no ``choices``, an HTML page) stops
+    with a one-line :class:`AlpacaNbError` naming the server and the item, never the API key.
     """
-    import openai
     from tqdm.auto import tqdm
 
     client = endpoint.client(max_retries=2)
 
     def request(item: Example) -> str:
         prompt = build_prompt(item, prompt_format)
-        try:
-            if prompt_format == "chat":
-                reply = client.chat.completions.create(model=endpoint.model, messages=prompt,
-                                                       max_tokens=max_new_tokens, temperature=temperature)
-                return (reply.choices[0].message.content or "").strip()
-            reply = client.completions.create(model=endpoint.model, prompt=prompt,
-                                              max_tokens=max_new_tokens, temperature=temperature)
-            return (reply.choices[0].text or "").strip()
-        except openai.OpenAIError as e:
-            raise AlpacaNbError(f"{endpoint.base_url or 'OpenAI'}: request for item {item.id!r} failed: {e}") from e
+        chat = {"messages": prompt} if prompt_format == "chat" else {"prompt": prompt}
+        return complete_once(client, endpoint, f"item {item.id!r}", **chat, max_tokens=max_new_tokens,
+                             temperature=temperature).strip()
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(tqdm(pool.map(request, items), total=len(items), desc="answers", disable=not progress))
@@ -326,7 +320,8 @@ def answer(items: Sequence[Example], model: str | Path | LocalModel | None = Non
                                  temperature=temperature, seed=seed + start, progress=False)
             done.update({key(it): output_record(it, text, generator) | {SETTINGS_FIELD: settings}
                          for it, text in zip(part, texts)})
-            if out_path:
-                atomic_write_json(out_path, list(done.values()))
+            if out_path:  # an endpoint's words may echo its key: never written
+                atomic_write_json(out_path, list(done.values()),
+                                  secrets=[endpoint.api_key] if endpoint is not None else None)
             bar.update(len(part))
     return [done[key(it)] for it in items]

@@ -72,7 +72,9 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="sheet CSV (default: outputs/05_evaluate/human_sheet.csv)")
     p.add_argument("--key", help="key JSON (default: next to the sheet, <sheet>.key.json)")
     p.add_argument("--seed", type=int, default=0, help="seed of the A/B draw")
-    p.add_argument("--force", action="store_true", help="replace a sheet that has labels, or a different key")
+    p.add_argument("--force", action="store_true",
+                   help="replace a sheet that has labels (or a file that is not a sheet), or a key file that is "
+                        "not the key of the blank sheet being replaced (another sheet's, or one whose sheet is gone)")
     p.set_defaults(func=_cmd_human_sheet)
 
     p = sub.add_parser("human-score", help="lesson 05: score a filled sheet into wins / ties / losses (JSON)")

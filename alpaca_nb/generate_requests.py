@@ -4,6 +4,7 @@ Transient failures (429, 5xx, timeouts, lost connections) and unusable replies (
 no ``choices``, a choice without text) are retried with exponential backoff and jitter, then raise a
 clear :class:`~alpaca_nb.errors.AlpacaNbError`; failures retrying cannot fix (bad key, no access, unknown
 model, bad request) raise one at once. Error messages never carry the API key (:func:`scrub_secrets`).
+:func:`complete_once` is the single request of lessons 04-05 (answers, the judge), with the same checks.
 """
 from __future__ import annotations
 
@@ -146,6 +147,35 @@ def send_request(client, endpoint, config: GenerateConfig, index: int, texts: li
             if stop.wait(_backoff(attempt, config, e)):  # the run is ending: send nothing more
                 raise
     raise AssertionError("unreachable")
+
+
+def complete_once(client, endpoint, what: str, messages: list[dict] | None = None, prompt: str | None = None,
+                  **params) -> str:
+    """The text of one chat (``messages``) or plain completion (``prompt``) request, for lessons 04-05.
+
+    The client's own retries cover HTTP failures; a failed request or an unusable reply (no ``choices``, an
+    HTML page, malformed JSON) raises one-line :class:`AlpacaNbError` naming the server and ``what`` (e.g.
+    ``"item '12'"``). The text and the message are scrubbed of the API key (:func:`scrub_secrets`)."""
+    import openai
+
+    api = "chat" if messages is not None else "completions"
+    try:
+        if api == "chat":
+            r = client.chat.completions.create(model=endpoint.model, messages=messages, **params)
+        else:
+            r = client.completions.create(model=endpoint.model, prompt=prompt, **params)
+        text = _outputs(r, api, 1)[0][0]
+    except (openai.OpenAIError, json.JSONDecodeError, UnusableReply) as e:
+        server = endpoint.base_url or "https://api.openai.com/v1"
+        if _retry_kind(e) == "bad_reply":
+            failed = "no usable reply"
+            fix = f"check that it is an OpenAI-compatible server (URL ending in /v1) serving {endpoint.model!r}"
+        else:
+            failed = "request failed"
+            fix = "check the server, the model name and the API key, or try again later (finished items are kept)"
+        raise AlpacaNbError(scrub_secrets(f"{server}: {what}: {failed} ({_one_line(e)}); {fix}",
+                                          [endpoint.api_key])) from e
+    return scrub_secrets(text, [endpoint.api_key])
 
 
 def _one_line(e: Exception | str, limit: int = 200) -> str:

@@ -216,8 +216,7 @@ def plot_heldout(results: dict[str, dict[str, Any]], title: str = ""):
         for i, v in enumerate(values):
             ax.annotate(f"{v:.3g}", (i, v), ha="center", va="bottom")
         ax.set_title(name, fontsize=9)
-        if top:
-            ax.set_ylim(0, top * 1.1)
+        ax.set_ylim(0, (top or max(values) or 1) * 1.15)
     fig.suptitle(title or "held-out user-oriented tasks (never trained on)")
     fig.tight_layout()
     return fig

@@ -5,7 +5,8 @@
 ``A``, ``B`` or ``tie``. The key (which model is ``A``) goes to a separate JSON file that raters never
 see. :func:`score_sheet` reads a filled sheet with its key and counts wins, ties and losses; blank labels
 are items not judged yet. The CSV is UTF-8 with a byte-order mark so spreadsheet programs open it right.
-Exporting again never replaces a sheet that has labels, nor its key, unless forced.
+Exporting again never replaces a sheet that has labels, nor a key file that belongs to another sheet (or to
+none), unless forced; :func:`fresh_sheet_path` finds a name beside a filled sheet where a new one can go.
 """
 from __future__ import annotations
 
@@ -30,13 +31,54 @@ def key_path_for(sheet_path: str | Path) -> Path:
     return sheet_path.with_name(sheet_path.stem + ".key.json")
 
 
-def _labelled_rows(sheet_path: Path) -> int | None:
-    """How many rows of an existing sheet have a label (``None``: the file is not a sheet)."""
+def _sheet_state(sheet_path: Path) -> tuple[int, set[str]] | None:
+    """How many rows of an existing sheet have a label, and its items (``None``: the file is not a sheet)."""
     with sheet_path.open(encoding="utf-8-sig", newline="", errors="replace") as f:
         reader = csv.DictReader(f)
         if "label" not in (reader.fieldnames or []):
             return None
-        return sum(bool((row.get("label") or "").strip()) for row in reader)
+        rows = list(reader)
+    labelled = sum(bool((row.get("label") or "").strip()) for row in rows)
+    return labelled, {(row.get("item") or "").strip() for row in rows}
+
+
+def _overwrite_problem(sheet_path: Path, key_path: Path) -> str | None:
+    """Why writing a sheet to ``sheet_path`` and its key to ``key_path`` would lose something, else ``None``.
+
+    A sheet may be replaced only when it is blank; a key only when it is the key of that blank sheet (the
+    same items) and the sheet named after the key, if another, has no labels."""
+    sheet = _sheet_state(sheet_path) if sheet_path.exists() else None
+    if sheet_path.exists() and (sheet is None or sheet[0]):
+        found = "is not a blind sheet (no label column)" if sheet is None else f"has {sheet[0]} label(s)"
+        return f"{sheet_path} {found}; exporting again would lose them"
+    if not key_path.exists():
+        return None
+    try:
+        key_items = set(read_key(key_path)["items"])
+    except AlpacaNbError:
+        return f"{key_path} is not a sheet key; exporting would overwrite it"
+    if sheet is None:
+        return (f"{key_path} already holds a key and its sheet {sheet_path} does not exist (deleted, or a new one); "
+                "exporting would overwrite the key")
+    if key_items != sheet[1]:
+        return f"{key_path} does not match the sheet {sheet_path} (other items); exporting would overwrite it"
+    own_sheet = key_path.with_name(key_path.name.removesuffix(".key.json") + ".csv")
+    labelled = _sheet_state(own_sheet) if own_sheet != sheet_path and own_sheet.exists() else None
+    if labelled and labelled[0]:
+        return f"{key_path} is the key of {own_sheet}, which has {labelled[0]} label(s); exporting would lose it"
+    return None
+
+
+def fresh_sheet_path(path: str | Path) -> Path:
+    """Where :func:`export_sheet` can write a sheet (with its default key) without ``force``: ``path`` when it does
+    not exist or is a blank sheet with its own key, else the first such ``<stem>_2.csv``, ``<stem>_3.csv``, ...
+    beside it (a blank one left by an earlier export is reused). For a new sheet beside a filled one."""
+    path = Path(path)
+    candidate, n = path, 1
+    while _overwrite_problem(candidate, key_path_for(candidate)):
+        n += 1
+        candidate = path.with_name(f"{path.stem}_{n}{path.suffix}")
+    return candidate
 
 
 def export_sheet(model_outputs: Sequence[dict], reference_outputs: Sequence[dict], sheet_path: str | Path,
@@ -45,7 +87,9 @@ def export_sheet(model_outputs: Sequence[dict], reference_outputs: Sequence[dict
 
     Returns ``(sheet_path, key_path)``; the key defaults to :func:`key_path_for` the sheet. Unless ``force``,
     refuses (:class:`AlpacaNbError`, nothing written: neither the sheet nor its key) when a file at
-    ``sheet_path`` has labels or is not a sheet; a blank sheet is replaced, with its key.
+    ``sheet_path`` has labels or is not a sheet, or a file at ``key_path`` is not the key of that blank sheet
+    (the sheet is missing or has other items, the key's own sheet has labels, it is no key); a blank sheet is
+    replaced, with its key.
     """
     pairs = pair_outputs(model_outputs, reference_outputs)
     if not pairs:
@@ -64,12 +108,10 @@ def export_sheet(model_outputs: Sequence[dict], reference_outputs: Sequence[dict
         key_items[str(item)] = {"A": a["generator"], "B": b["generator"]}
     sheet_path = Path(sheet_path)
     key_path = Path(key_path) if key_path else key_path_for(sheet_path)
-    if not force and sheet_path.exists():
-        labelled = _labelled_rows(sheet_path)
-        if labelled != 0:
-            found = "is not a blind sheet (no label column)" if labelled is None else f"has {labelled} label(s)"
-            raise AlpacaNbError(f"{sheet_path} {found}; exporting again would lose them: score it with "
-                                "`alpaca-nb human-score`, write the new sheet elsewhere (--out), or pass --force")
+    problem = None if force else _overwrite_problem(sheet_path, key_path)
+    if problem:
+        raise AlpacaNbError(f"{problem}: score a filled sheet with `alpaca-nb human-score`, write the new sheet "
+                            "and key elsewhere (--out, --key), or pass --force")
     atomic_write_text(sheet_path, "\ufeff" + buf.getvalue())
     atomic_write_json(key_path, {"model": pairs[0][1]["generator"], "reference": pairs[0][0]["generator"],
                                  "seed": seed, "items": key_items})

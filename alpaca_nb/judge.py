@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 from .errors import AlpacaNbError
 from .fileio import atomic_write_json, read_json
+from .generate_requests import complete_once
 from .server import Endpoint
 
 ORDERS = ("random", "both", "fixed")
@@ -189,10 +190,10 @@ def judge(model_outputs: Sequence[dict], reference_outputs: Sequence[dict], endp
     Resumable: annotations already in ``out_path`` for the same pair, order and settings are reused, others
     for this run's instructions are judged again (each replaced once its new verdict is in); annotations of
     other instructions in the file are kept.
-    The file is rewritten atomically every 10 items and when the run stops (also on an error). A file
-    holding another model's annotations is refused (:class:`AlpacaNbError`), so nothing is overwritten.
+    The file is rewritten atomically every 10 items and when the run stops (also on an error), the API key
+    scrubbed. A file holding another model's annotations is refused (:class:`AlpacaNbError`), so nothing is
+    overwritten. A failed request or an unusable reply stops with a one-line error naming the server and the item.
     """
-    import openai
     from tqdm.auto import tqdm
 
     if not model_outputs:
@@ -220,14 +221,9 @@ def judge(model_outputs: Sequence[dict], reference_outputs: Sequence[dict], endp
         judgements = []
         for first in p.pop("firsts"):
             a, b = (p["output_1"], p["output_2"]) if first == 1 else (p["output_2"], p["output_1"])
-            try:
-                reply = client.chat.completions.create(model=endpoint.model, max_tokens=max_tokens,
-                                                       temperature=temperature,
-                                                       messages=judge_messages(p["instruction"], a, b))
-            except openai.OpenAIError as e:
-                raise AlpacaNbError(f"judge request failed ({endpoint.base_url or 'OpenAI'}) for instruction "
-                                    f"{p['instruction'][:60]!r}: {e}") from e
-            raw = reply.choices[0].message.content or ""
+            raw = complete_once(client, endpoint, f"judge request for instruction {p['instruction'][:60]!r}",
+                                messages=judge_messages(p["instruction"], a, b), max_tokens=max_tokens,
+                                temperature=temperature)
             judgements.append({"first": first, "raw_completion": raw, "verdict": parse_verdict(raw)})
         prefs = [verdict_to_preference(j["verdict"], j["first"]) for j in judgements]
         prefs = [x for x in prefs if x is not None]
@@ -245,7 +241,7 @@ def judge(model_outputs: Sequence[dict], reference_outputs: Sequence[dict], endp
     def save() -> None:
         if out_path:
             current = [results.get(i) or previous.get(p["instruction"]) for i, p in enumerate(plans)]
-            atomic_write_json(out_path, kept + [a for a in current if a is not None])
+            atomic_write_json(out_path, kept + [a for a in current if a is not None], secrets=[endpoint.api_key])
 
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool, \

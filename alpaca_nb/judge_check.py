@@ -102,7 +102,7 @@ def run_judge_check(endpoint: Endpoint, n: int = 24, seed: int = 0, max_tokens: 
     result = verdict(check_metrics(annotations), **thresholds) | {
         "judge": Path(endpoint.model).name, "strong": STRONG, "weak": WEAK, "seed": seed, "max_tokens": max_tokens}
     if out:
-        atomic_write_json(out / CHECK_FILE, result)
+        atomic_write_json(out / CHECK_FILE, result, secrets=[endpoint.api_key])
     return result
 
 

@@ -136,7 +136,8 @@ def plot_win_rates(table: dict[str, dict[str, Any]], title: str = "", caveats: S
     ax.bar(names, [table[m]["win_rate"] or 0 for m in names], yerr=[table[m]["standard_error"] or 0 for m in names],
            capsize=6, color="#4C72B0", hatch="//" if caveats else None, alpha=0.6 if caveats else 1.0)
     ax.axhline(50, ls="--", color="grey", lw=1)
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 128 if caveats else 100)  # room above 100 % for the caveat box
+    ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("win rate vs reference (%)")
     ax.set_title(title)
     for i, m in enumerate(names):

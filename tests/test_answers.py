@@ -9,7 +9,7 @@ import pytest
 from alpaca_nb import answers
 from alpaca_nb.cli import main
 from alpaca_nb.data import Example, load_alpaca_eval
-from alpaca_nb.errors import AlpacaNbError
+from alpaca_nb.errors import REDACTED, AlpacaNbError
 from alpaca_nb.fileio import atomic_write_json, read_json
 from alpaca_nb.model import model_identity
 from alpaca_nb.server import Endpoint
@@ -162,6 +162,25 @@ def test_answers_are_asked_again_when_a_setting_changes(tmp_path):
     assert last[0]["answer_settings"] == {"endpoint": stub.base_url, "model": "org/model", "weights": None,
                                           "prompt_format": "alpaca", "max_new_tokens": 16, "temperature": 0.5,
                                           "seed": 0}
+
+
+@pytest.mark.parametrize("key", ["sk-test-ECHOED-KEY-0123456789abcdef", "custom-proxy-token-42"])
+def test_an_echoed_key_never_reaches_messages_or_files(key, tmp_path, monkeypatch):
+    """A proxy that repeats the API key in its answers, then in a 401 error: the key is in neither the message nor
+    the answers saved before the failure (4 answers, one batch, then the 5th item fails)."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    out = tmp_path / "model_outputs.json"
+    items = [Example(f"Task {i}.", "", "", "test", str(i), {"dataset": "test"}) for i in range(5)]
+    echoes = [Reply(text=f"An answer. (proxy: you sent {key})")] * 4
+    with OpenAIStub(echoes, default=lambda body: Reply(status=401, echo_auth=True)) as stub:
+        with pytest.raises(AlpacaNbError) as failed:
+            answers.answer(items, endpoint=Endpoint(stub.base_url, "org/model", key), prompt_format="chat",
+                           out_path=out, workers=1, progress=False)
+    assert stub.requests[-1]["authorization"] == f"Bearer {key}"  # the server did get (and echo) it
+    message, saved = str(failed.value), out.read_text()
+    assert key not in message + saved
+    assert "item '4': request failed (Error code: 401" in message and f"Bearer {REDACTED}" in message
+    assert len(read_json(out)) == 4 and REDACTED in saved
 
 
 def test_model_identity_follows_the_weights(tmp_path):

@@ -84,15 +84,56 @@ def _finished_run(c: Ctx) -> None:
     atomic_write_json(c / "run" / "resolved_config.json", {"learning_rate": 5e-5})
 
 
+def _filled_sheet(c: Ctx, capsys) -> None:
+    """sheet.csv with 3 labels, and its key sheet.key.json."""
+    _sheet(c, capsys)
+    _rewrite_sheet(c, lambda rows: rows)
+
+
+def _blank_sheet(c: Ctx, capsys, name: str, n: int = 3) -> None:
+    """Another blank sheet ``name`` of ``n`` items (and its own key) beside sheet.csv."""
+    atomic_write_json(c / f"outputs_{n}.json", _outputs("model-b", n))
+    _quiet_main(["human-sheet", "--model-outputs", str(c / f"outputs_{n}.json"), "--reference",
+                 str(c / "reference.json"), "--out", str(c / name), "--seed", "1"], capsys)
+
+
+def _human_sheet(c: Ctx, out: str, key: str | None = None) -> list[str]:
+    return ["human-sheet", "--model-outputs", str(c / "model_outputs.json"), "--reference", str(c / "reference.json"),
+            "--out", str(c / out), *(["--key", str(c / key)] if key else [])]
+
+
+def _first_eval_item() -> str:
+    from alpaca_nb.answers import load_eval_set
+
+    return load_eval_set("alpaca_eval", n=1, seed=0)[0].id
+
+
+def _earlier_answers(c: Ctx) -> None:
+    atomic_write_json(c / "answers.json", _outputs("earlier-model"))
+
+
+HTML = "<!DOCTYPE html>\n<html><head><title>Sign in</title></head>\n<body>proxy login</body></html>\n"
+BAD_REPLIES = {  # name: (the server's reply, what the message must say)
+    "choices []": (Reply(fields={"choices": []}), "'choices' is []"),
+    "choices null": (Reply(fields={"choices": None}), "'choices' is null"),
+    "an HTML page": (Reply(raw=HTML, content_type="text/html"), "not a completion: '<!DOCTYPE html>"),
+}
+
+
+def _good_server(body: dict) -> Reply:
+    return Reply(text="Output (a)")
+
+
 @dataclass
 class Case:
     """One bad input: ``setup(ctx, capsys)`` writes what is already there, ``argv(ctx)`` is the command, and
-    the error line must contain ``names(ctx)``."""
+    the error line must contain ``names(ctx)``; ``server(body)`` is the stub server's reply to every request."""
 
     id: str
     setup: Callable[[Ctx, object], None]
     argv: Callable[[Ctx], list[str]]
     names: Callable[[Ctx], str]
+    server: Callable[[dict], Reply] = _good_server
 
 
 CASES = [
@@ -122,6 +163,41 @@ CASES = [
          lambda c: ["human-sheet", "--model-outputs", str(c / "model_outputs.json"), "--reference",
                     str(c / "reference.json"), "--out", str(c / "notes.csv"), "--seed", "1"],
          lambda c: f"{c / 'notes.csv'} is not a blind sheet"),
+    Case("human-sheet --out new.csv --key of a filled sheet",
+         _filled_sheet,
+         lambda c: _human_sheet(c, "new.csv", key="sheet.key.json"),
+         lambda c: f"{c / 'sheet.key.json'} already holds a key and its sheet {c / 'new.csv'} does not exist"),
+    Case("human-sheet onto a deleted sheet whose key is still there",
+         lambda c, capsys: (_filled_sheet(c, capsys), (c / "sheet.csv").unlink()),
+         lambda c: _human_sheet(c, "sheet.csv"),
+         lambda c: f"{c / 'sheet.key.json'} already holds a key and its sheet {c / 'sheet.csv'} does not exist"),
+    Case("human-sheet onto a blank sheet with the key of a sheet of other items",
+         lambda c, capsys: (_sheet(c, capsys), _blank_sheet(c, capsys, "small.csv", n=2)),
+         lambda c: _human_sheet(c, "small.csv", key="sheet.key.json"),
+         lambda c: f"{c / 'sheet.key.json'} does not match the sheet {c / 'small.csv'} (other items)"),
+    Case("human-sheet onto a blank sheet with the key of a filled sheet of the same items",
+         lambda c, capsys: (_filled_sheet(c, capsys), _blank_sheet(c, capsys, "other.csv")),
+         lambda c: _human_sheet(c, "other.csv", key="sheet.key.json"),
+         lambda c: f"{c / 'sheet.key.json'} is the key of {c / 'sheet.csv'}, which has 3 label(s)"),
+    Case("human-sheet with a --key that is not a key",
+         lambda c, _: (_model_and_reference(c), atomic_write_json(c / "notes.json", {"todo": "rate"})),
+         lambda c: _human_sheet(c, "new.csv", key="notes.json"),
+         lambda c: f"{c / 'notes.json'} is not a sheet key"),
+    *[Case(f"answer: the server sends {name}",
+           lambda c, _: _earlier_answers(c),
+           lambda c: ["answer", *_stub_args(c), "--model", "m", "--eval-set", "alpaca_eval", "-n", "1",
+                      "--out", str(c / "answers.json")],
+           lambda c, says=says: f"{c.url}: item {_first_eval_item()!r}: no usable reply ({says}",
+           lambda body, reply=reply: reply)
+      for name, (reply, says) in BAD_REPLIES.items()],
+    *[Case(f"judge: the server sends {name}",
+           lambda c, _: _model_and_reference(c),
+           lambda c: ["judge", "--model-outputs", str(c / "model_outputs.json"), "--reference",
+                      str(c / "reference.json"), *_stub_args(c), "--judge-model", "judge", "--order", "fixed",
+                      "--out", str(c / "annotations.json")],
+           lambda c, says=says: f"{c.url}: judge request for instruction 'task 0': no usable reply ({says}",
+           lambda body, reply=reply: reply)
+      for name, (reply, says) in BAD_REPLIES.items()],
     Case("answer on an empty model folder (named like the first model)",
          lambda c, capsys: (_first_model_answered(c, capsys), (c / "second" / "model").mkdir(parents=True)),
          lambda c: ["answer", "--model", str(c / "second" / "model"), "--eval-set", "alpaca_eval", "-n", "2",
@@ -165,7 +241,7 @@ def _snapshot(*folders: Path) -> dict[Path, bytes]:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_exits_2_with_one_line_and_keeps_files(case, tmp_path, isolated_outputs, capsys):
-    with OpenAIStub(default=lambda body: Reply(text="Output (a)"), model="stub") as stub:
+    with OpenAIStub(default=case.server, model="stub") as stub:
         ctx = Ctx(tmp_path, stub.base_url)
         case.setup(ctx, capsys)
         capsys.readouterr()
@@ -174,7 +250,9 @@ def test_bad_input_exits_2_with_one_line_and_keeps_files(case, tmp_path, isolate
     err = capsys.readouterr().err
     assert code == 2, err
     command = case.argv(ctx)[0]
-    assert err.startswith(f"alpaca-nb {command}: error: ") and err.count("\n") == 1, err
-    assert case.names(ctx) in err
+    lines = err.splitlines()  # a progress bar may come first (its own lines, on stderr)
+    errors = [line for line in lines if line.startswith(f"alpaca-nb {command}: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0] and err.endswith(errors[0] + "\n"), err
+    assert case.names(ctx) in errors[0]
     assert "Traceback" not in err
     assert {p: b for p, b in _snapshot(tmp_path, isolated_outputs).items() if p in before} == before

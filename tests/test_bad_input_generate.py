@@ -142,6 +142,15 @@ def test_summary_json_of_another_shape(earlier_run, summary, field):
     assert stub.requests == [] and snapshot(earlier_run) == before
 
 
+def test_local_backend_with_a_missing_model_folder(tmp_path):
+    missing, out = tmp_path / "no-such-model", tmp_path / "gen"
+    result = run_cli("generate", "--backend", "local", "--model", str(missing), "--num-instructions", "1",
+                     "--output-dir", str(out), "--no-progress")
+    assert_one_line_error(result, "generate", f"model folder {missing} does not exist")
+    assert not missing.exists() and not list(tmp_path.rglob("server.log"))  # no server was started: no log
+    assert not out.exists() or not any(out.iterdir())                    # and nothing written
+
+
 def test_fetch_dest_that_is_a_file(tmp_path, mirror):
     dest = tmp_path / "seeds.txt"
     dest.write_text("not a folder\n")

@@ -9,7 +9,7 @@ import pytest
 from alpaca_nb.cli import main
 from alpaca_nb.errors import AlpacaNbError
 from alpaca_nb.fileio import atomic_write_json, read_json
-from alpaca_nb.human_eval import export_sheet, score_sheet
+from alpaca_nb.human_eval import export_sheet, fresh_sheet_path, key_path_for, score_sheet
 
 N = 8
 
@@ -125,6 +125,34 @@ def test_export_never_replaces_a_labelled_sheet_or_its_key_unless_forced(tmp_pat
     not_a_sheet.write_text("name,score\nx,1\n")
     with pytest.raises(AlpacaNbError, match="is not a blind sheet"):
         export_sheet(model, reference, not_a_sheet)
+
+
+def test_export_never_replaces_another_sheets_key_unless_forced(tmp_path):
+    model, reference = _outputs("my-model", "MODEL"), _outputs("text_davinci_003", "REF")
+    sheet, key_path = export_sheet(model, reference, tmp_path / "sheet.csv", seed=3)
+    _fill(sheet, {"1": "A"})
+    key = key_path.read_bytes()
+    with pytest.raises(AlpacaNbError, match="already holds a key and its sheet .*new.csv does not exist"):
+        export_sheet(model, reference, tmp_path / "new.csv", key_path=key_path, seed=4)
+    assert key_path.read_bytes() == key and not (tmp_path / "new.csv").exists()
+    export_sheet(model, reference, tmp_path / "new.csv", key_path=key_path, seed=4, force=True)
+    assert read_json(key_path)["seed"] == 4
+
+
+def test_fresh_sheet_path_steps_beside_a_filled_sheet(tmp_path):
+    model, reference = _outputs("my-model", "MODEL"), _outputs("text_davinci_003", "REF")
+    path = tmp_path / "human_sheet.csv"
+    assert fresh_sheet_path(path) == path  # nothing there yet
+    export_sheet(model, reference, path)
+    assert fresh_sheet_path(path) == path  # a blank sheet with its key: replaced
+    _fill(path, {"3": "tie"})
+    second = fresh_sheet_path(path)
+    assert second == tmp_path / "human_sheet_2.csv"
+    export_sheet(model, reference, second)  # the lesson's new sheet: allowed without force
+    assert fresh_sheet_path(path) == second  # a blank one left by an earlier run is reused
+    _fill(second, {"1": "A"})
+    key_path_for(tmp_path / "human_sheet_3.csv").write_text("{}")  # a stray key: this name is not free either
+    assert fresh_sheet_path(path) == tmp_path / "human_sheet_4.csv"
 
 
 def test_key_entry_must_name_the_model(exported):

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from alpaca_nb.errors import AlpacaNbError
+from alpaca_nb.errors import REDACTED, AlpacaNbError
 from alpaca_nb.fileio import read_json
 from alpaca_nb.judge import (JUDGE_TEMPLATE, count_unparseable, judge, parse_verdict, presentation_orders,
                              verdict_to_preference)
@@ -135,7 +135,7 @@ def test_judge_resumes_and_keeps_progress_on_errors(scripted, tmp_path):
     model, reference = _pairs(12)
     down = {"task 11"}  # the server fails on this item until it recovers
     server = scripted(lambda prompt: None if any(f"{t}\n" in prompt for t in down) else _prefers_good(prompt))
-    with pytest.raises(AlpacaNbError, match="judge request failed.*task 11"):
+    with pytest.raises(AlpacaNbError, match="judge request for instruction 'task 11': request failed"):
         judge(model, reference, _endpoint(server), out_path=out, progress=False)
     assert len(read_json(out)) == 11  # everything judged before the failure is on disk
     down.clear()
@@ -143,6 +143,24 @@ def test_judge_resumes_and_keeps_progress_on_errors(scripted, tmp_path):
     annotations = judge(model, reference, _endpoint(server), out_path=out, progress=False)
     assert len(server.requests) - asked_before == 1 and len(annotations) == 12  # only the missing item was asked
     assert annotations == read_json(out)
+
+
+@pytest.mark.parametrize("key", ["sk-test-ECHOED-KEY-0123456789abcdef", "custom-proxy-token-42"])
+def test_an_echoed_key_never_reaches_messages_or_files(key, tmp_path, monkeypatch):
+    """A proxy that repeats the API key in its replies, then in a 401 error: the key is in neither the message
+    nor the annotations saved before the failure."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    model, reference = _pairs(3)
+    out = tmp_path / "annotations.json"
+    echoes = [Reply(text=f"Output (a). (proxy: you sent {key})")] * 2
+    with OpenAIStub(echoes, default=lambda body: Reply(status=401, echo_auth=True), model="judge") as stub:
+        with pytest.raises(AlpacaNbError) as failed:
+            judge(model, reference, Endpoint(stub.base_url, stub.model, key), out_path=out, progress=False)
+    assert stub.requests[-1]["authorization"] == f"Bearer {key}"  # the server did get (and echo) it
+    message, saved = str(failed.value), out.read_text()
+    assert key not in message + saved
+    assert "'task 2': request failed (Error code: 401" in message and f"Bearer {REDACTED}" in message
+    assert len(read_json(out)) == 2 and REDACTED in saved
 
 
 def test_missing_reference_is_an_error(scripted):

@@ -1,5 +1,6 @@
 """The lessons: committed clean, parameterised by profile, and all run headlessly with papermill."""
 import ast
+import hashlib
 import os
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 
 from alpaca_nb import notebooks
 from alpaca_nb.cli import main
+from alpaca_nb.fileio import read_json
 
 NOTEBOOKS = notebooks.list_notebooks()
 
@@ -86,8 +88,13 @@ def test_each_profile_has_its_own_outputs_root(tmp_path, isolated_outputs, monke
     assert "ALPACA_NB_OUTPUTS" not in os.environ
 
 
-def test_every_lesson_runs_headlessly_with_the_smoke_profile(isolated_outputs):
-    """The whole course, in order, as `make test` and CI run it: each stage reads the previous one's outputs."""
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_every_lesson_runs_headlessly_with_the_smoke_profile(isolated_outputs, model_dir):
+    """The whole course, in order, as `make test` and CI run it: each stage reads the previous one's outputs.
+    Lesson 04's one smoke step really trains: the saved model is not the embedded one it started from."""
     assert main(["run-notebooks", "--profile", "smoke"]) == 0
     root = isolated_outputs / "smoke"  # the smoke profile's own outputs root
     for path in NOTEBOOKS:
@@ -96,3 +103,6 @@ def test_every_lesson_runs_headlessly_with_the_smoke_profile(isolated_outputs):
         stage = root / path.stem
         assert stage.is_dir() and any(stage.iterdir()), f"{path.stem} wrote nothing"
     assert (root / "01_seed_tasks" / "lengths.png").stat().st_size > 1000
+    finetune = root / "04_finetune"
+    assert read_json(finetune / "train_summary.json")["weights_changed"] is True
+    assert _sha256(finetune / "model" / "model.safetensors") != _sha256(Path(model_dir) / "model.safetensors")
