@@ -34,7 +34,7 @@ from .sft import format_prompt
 
 EVAL_SETS = {"user_oriented": ("text_davinci_003", "human"),
              "alpaca_eval": ("text_davinci_003", "gpt4_1106_preview", "alpaca-7b")}
-PROMPT_FORMATS = ("alpaca", "chat")
+PROMPT_FORMATS = ("alpaca", "alpaca-lora", "chat")  # alpaca: stanford_alpaca's template
 USER_ORIENTED_DATASET = "selfinstruct"  # AlpacaEval's name for the same 252 tasks
 OUTPUT_FIELDS = ("instruction", "output", "generator", "dataset")
 SETTINGS_FIELD = "answer_settings"  # extra key in each record: what produced it (AlpacaEval ignores it)
@@ -120,12 +120,15 @@ def load_outputs(source: str | Path, eval_set: str = "user_oriented") -> list[di
 # --- prompts ----------------------------------------------------------------------------------------
 
 def build_prompt(item: Example, prompt_format: str = "alpaca", tokenizer=None) -> str | list[dict[str, str]]:
-    """The prompt for ``item``: Alpaca's template (a string), or one user chat message (``"chat"``).
+    """The prompt for ``item``: Stanford Alpaca's template (``"alpaca"``, a string), alpaca-lora's
+    ``templates/alpaca.json`` (``"alpaca-lora"``: for models trained by tloen/alpaca-lora or with
+    ``--template alpaca-lora``), or one user chat message (``"chat"``).
 
     With ``"chat"`` and a ``tokenizer``, the message is rendered with the model's chat template.
     """
-    if prompt_format == "alpaca":
-        return format_prompt(item.instruction, item.input)
+    if prompt_format in ("alpaca", "alpaca-lora"):
+        template = "stanford" if prompt_format == "alpaca" else "alpaca-lora"
+        return format_prompt(item.instruction, item.input, template)
     if prompt_format != "chat":
         raise AlpacaNbError(f"unknown prompt format {prompt_format!r}; choose one of {', '.join(PROMPT_FORMATS)}")
     messages = [{"role": "user", "content": full_instruction(item.instruction, item.input)}]

@@ -167,7 +167,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="cpu-demo", help="alpaca-7b | alpaca-13b | alpaca-lora-7b | cpu-demo")
     p.add_argument("--nproc", type=int, help="fsdp: processes to launch (default: one per GPU, 2 on CPU)")
     p.add_argument("--optim", choices=("adamw_torch", "adamw_8bit"), help="adamw_8bit: bitsandbytes 8-bit AdamW")
-    p.add_argument("--batching", choices=("grouped", "random"), help="grouped by length (default) or random")
+    p.add_argument("--batching", choices=("grouped", "random"),
+                   help="random: micro-batches drawn at random, as the originals (presets alpaca-7b, alpaca-13b, "
+                        "alpaca-lora-7b); grouped: by length, less padding, faster, but a jagged loss curve "
+                        "(cpu-demo)")
+    p.add_argument("--template", choices=("stanford", "alpaca-lora"),
+                   help="prompt template: stanford_alpaca's (response header '### Response:') or "
+                        "alpaca-lora's templates/alpaca.json ('### Response:\\n'; preset alpaca-lora-7b)")
+    p.add_argument("--train-on-inputs", action=argparse.BooleanOptionalAction, default=None,
+                   help="compute the loss on the prompt too (alpaca-lora's default, preset alpaca-lora-7b); "
+                        "--no-train-on-inputs masks it (Stanford Alpaca)")
+    p.add_argument("--val-size", type=int, help="hold out this many records at random and evaluate their loss "
+                                                "every --eval-steps (alpaca-lora: 2000; 0: none)")
+    p.add_argument("--eval-steps", type=int, help="evaluate the validation split every N optimizer steps (200)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"),
                    help="auto (default): bf16 mixed precision where the GPU/CPU does bf16 natively, else fp32")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None, help="recompute activations")

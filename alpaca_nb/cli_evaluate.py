@@ -40,8 +40,10 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", "--num-items", type=int, help="random subset of this many items (default: all)")
     p.add_argument("--seed", type=int, default=0, help="subset and sampling seed")
     p.add_argument("--generator", help="name recorded in the outputs (default: the model's folder name)")
-    p.add_argument("--prompt-format", choices=("alpaca", "chat"), default=None,
-                   help="Alpaca's template or the chat template (default: alpaca in process, chat over HTTP)")
+    p.add_argument("--prompt-format", choices=("alpaca", "alpaca-lora", "chat"), default=None,
+                   help="alpaca: Stanford Alpaca's template; alpaca-lora: tloen/alpaca-lora's (for its adapters, "
+                        "or a model trained with --template alpaca-lora); chat: the chat template "
+                        "(default: alpaca in process, chat over HTTP)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -64,6 +66,10 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("winrate", help="lesson 05: AlpacaEval leaderboard columns of an annotations file (JSON)")
     p.add_argument("--annotations", required=True, help="AlpacaEval-format annotations JSON")
     p.add_argument("--rouge-l", action="store_true", help="add the mean ROUGE-L of output_2 vs output_1")
+    p.add_argument("--instruction-difficulty", metavar="PATH",
+                   help="AlpacaEval's instruction_difficulty.csv (or df_gamed.csv): fit the length-controlled win "
+                        "rate with the length_controlled_v1 formula (default: length_controlled_minimal, which "
+                        "needs nothing but the annotations); never downloaded")
     p.set_defaults(func=_cmd_winrate)
 
     p = sub.add_parser("human-sheet", help="lesson 05: export a blind A/B sheet (CSV) and its key (JSON)")
@@ -77,9 +83,12 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
                         "not the key of the blank sheet being replaced (another sheet's, or one whose sheet is gone)")
     p.set_defaults(func=_cmd_human_sheet)
 
-    p = sub.add_parser("human-score", help="lesson 05: score a filled sheet into wins / ties / losses (JSON)")
+    p = sub.add_parser("human-score", help="lesson 05: score a filled sheet into wins / ties / losses (JSON), and "
+                                           "its agreement with the judge")
     p.add_argument("--sheet", required=True, help="the filled sheet CSV (label column: A, B or tie)")
     p.add_argument("--key", help="its key JSON (default: <sheet>.key.json)")
+    p.add_argument("--judge-annotations", help="the judge's annotations of the same model outputs: adds "
+                   "'agreement_with_judge' (agreement, Cohen's kappa, confusion table)")
     p.set_defaults(func=_cmd_human_score)
 
 
@@ -127,8 +136,12 @@ def _cmd_judge(args: argparse.Namespace) -> None:
 def _cmd_winrate(args: argparse.Namespace) -> None:
     from . import winrate
 
+    from .length_control import read_instruction_difficulty
+
     annotations = winrate.read_annotations(args.annotations, rouge_l=args.rouge_l)
-    print_json(winrate.summary(annotations) if args.rouge_l else winrate.leaderboard(annotations))
+    difficulty = read_instruction_difficulty(args.instruction_difficulty) if args.instruction_difficulty else None
+    print_json(winrate.summary(annotations, difficulty) if args.rouge_l
+               else winrate.leaderboard(annotations, difficulty))
 
 
 def _cmd_human_sheet(args: argparse.Namespace) -> None:
@@ -145,7 +158,12 @@ def _cmd_human_sheet(args: argparse.Namespace) -> None:
 def _cmd_human_score(args: argparse.Namespace) -> None:
     from . import human_eval
 
-    print_json(human_eval.score_sheet(args.sheet, args.key))
+    score = human_eval.score_sheet(args.sheet, args.key)
+    if args.judge_annotations:
+        from .agreement import agreement_with_judge
+
+        score["agreement_with_judge"] = agreement_with_judge(args.sheet, args.judge_annotations, args.key)
+    print_json(score)
 
 
 # --- evidence: held-out measurement (lessons 04-05) and the judge's sanity check (lesson 05) --------------

@@ -180,7 +180,8 @@ def write_report(analysis: Analysis, out_dir: str | Path) -> dict[str, Any]:
     files = [out / "verb_noun_counts.csv"]
     atomic_write_text(files[0], analysis.counts().to_csv(index=False))
     title = f"{analysis.name}: {analysis.summary['instructions']} instructions"
-    files += save_figure(dp.plot_sunburst(analysis.pairs, title=title), out, "verb_noun_sunburst")
+    sunburst = dp.plot_sunburst(analysis.pairs, title=title, instructions=[e.instruction for e in analysis.examples])
+    files += save_figure(sunburst, out, "verb_noun_sunburst")
     files += save_figure(dp.plot_lengths(analysis.examples, title=analysis.name), out, "lengths")
     if analysis.rouge is not None:
         files += save_figure(dp.plot_rouge(analysis.rouge, title=analysis.name), out, "rouge_to_seeds")

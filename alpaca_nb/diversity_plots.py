@@ -28,18 +28,37 @@ class PlottedAnalysis(Protocol):
     summary: dict[str, Any]
 
 
-def sunburst_data(pairs: Sequence[Pair], top_verbs: int = 20, top_nouns: int = 4) -> list[tuple[str, list[tuple[str, int]]]]:
-    """``[(verb, [(noun, count), ...]), ...]``: the ``top_verbs`` most common root verbs (objects or not),
-    each with its ``top_nouns`` most common direct objects, as in self-instruct's sunburst; verbs that
-    never take a noun object are left out."""
-    verbs = Counter(v for v, _ in pairs if v)
-    objects = Counter((v, n) for v, n in pairs if v and n)
+def sunburst_data(pairs: Sequence[Pair], top_verbs: int = 20, top_nouns: int = 4, *,
+                  instructions: Sequence[str] | None = None,
+                  min_count: int = 1) -> list[tuple[str, list[tuple[str, int]]]]:
+    """``[(verb, [(noun, count), ...]), ...]``: Self-Instruct's sunburst selection, largest verb first.
+
+    As in yizhongw/self-instruct @ 0b26ccaa415992100fa32df62d41b994cf928e23,
+    ``self_instruct/instruction_visualize.ipynb`` (lines of the .ipynb file): duplicate instructions are
+    dropped (line 72, ``set(...)``; pass ``instructions``, one per pair, else ``pairs`` are taken as one per
+    distinct instruction), then every parse without a verb *and* a noun object (line 105, ``dropna()``);
+    the ``top_verbs`` most common verbs of what is left (line 115, ``nlargest(20)``, ties alphabetical as
+    there), and each one's ``top_nouns`` most common objects (lines 117-124, ``head(4)``; ties alphabetical
+    here, unspecified there). Upstream then keeps only pairs counted more than 30 times (line 173), a cut
+    sized for 52K instructions that would empty the chart of a small dataset: ``min_count=31`` applies it,
+    the default 1 keeps every pair (listed in the README's differences table). Verbs are ordered by the
+    sum of the counts shown, as plotly's sunburst sorts them.
+    """
+    if instructions is not None:
+        if len(instructions) != len(pairs):
+            raise ValueError(f"{len(instructions)} instructions for {len(pairs)} pairs; pass one per pair")
+        pairs = list(dict(zip(instructions, pairs)).values())  # one pair per distinct instruction
+    complete = Counter((v, n) for v, n in pairs if v and n)
+    verbs = Counter()
+    for (verb, _), count in complete.items():
+        verbs[verb] += count
     rings = []
-    for verb, _ in verbs.most_common(top_verbs):
-        nouns = sorted(((n, c) for (v, n), c in objects.items() if v == verb), key=lambda x: (-x[1], x[0]))
+    for verb in sorted(verbs, key=lambda v: (-verbs[v], v))[:top_verbs]:
+        nouns = sorted(((n, c) for (v, n), c in complete.items() if v == verb), key=lambda x: (-x[1], x[0]))
+        nouns = [(n, c) for n, c in nouns[:top_nouns] if c >= min_count]
         if nouns:
-            rings.append((verb, nouns[:top_nouns]))
-    return rings
+            rings.append((verb, nouns))
+    return sorted(rings, key=lambda ring: (-sum(c for _, c in ring[1]), ring[0]))
 
 
 def _radial_label(ax, angle: float, radius: float, text: str, size: float, **kw) -> None:
@@ -50,13 +69,15 @@ def _radial_label(ax, angle: float, radius: float, text: str, size: float, **kw)
             fontsize=size, **kw)
 
 
-def plot_sunburst(pairs: Sequence[Pair], top_verbs: int = 20, top_nouns: int = 4, title: str = ""):
+def plot_sunburst(pairs: Sequence[Pair], top_verbs: int = 20, top_nouns: int = 4, title: str = "", *,
+                  instructions: Sequence[str] | None = None, min_count: int = 1):
     """Alpaca's ``parse_analysis.png`` in matplotlib: an inner ring of the ``top_verbs`` root verbs and an
-    outer ring of each verb's ``top_nouns`` direct objects, every wedge sized by its count."""
+    outer ring of each verb's ``top_nouns`` direct objects, every wedge sized by its count; the selection
+    is Self-Instruct's (see :func:`sunburst_data`, which takes ``instructions`` and ``min_count``)."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import to_rgb
 
-    rings = sunburst_data(pairs, top_verbs, top_nouns)
+    rings = sunburst_data(pairs, top_verbs, top_nouns, instructions=instructions, min_count=min_count)
     fig, ax = plt.subplots(figsize=(10, 10), subplot_kw={"projection": "polar"})
     ax.set_axis_off()
     ax.set_ylim(0, 1)

@@ -7,6 +7,8 @@ see. :func:`score_sheet` reads a filled sheet with its key and counts wins, ties
 are items not judged yet. The CSV is UTF-8 with a byte-order mark so spreadsheet programs open it right.
 Exporting again never replaces a sheet that has labels, nor a key file that belongs to another sheet (or to
 none), unless forced; :func:`fresh_sheet_path` finds a name beside a filled sheet where a new one can go.
+:func:`scripted_rater` fills a copy of a sheet by a stated rule (longer answer wins, or a seeded coin), marked as
+scripted on every row, for demos; :mod:`alpaca_nb.agreement` compares a filled sheet with the judge's verdicts.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from .winrate import leaderboard
 
 SHEET_COLUMNS = ("item", "instruction", "output_A", "output_B", "label")
 LABELS = {"a": "A", "b": "B", "tie": "tie"}
+VERDICTS = ("model_wins", "tie", "reference_wins")  # a rater's label, un-blinded, from the model's side
+PREFERENCES = {"reference_wins": 1.0, "tie": 1.5, "model_wins": 2.0}  # as AlpacaEval's preference (output_2 = model)
 
 
 def key_path_for(sheet_path: str | Path) -> Path:
@@ -119,7 +123,7 @@ def export_sheet(model_outputs: Sequence[dict], reference_outputs: Sequence[dict
 
 
 def read_sheet(sheet_path: str | Path) -> dict[str, dict[str, Any]]:
-    """``{item: {"label": "A" | "B" | "tie" | None, "output_A", "output_B"}}`` from a filled sheet.
+    """``{item: {"label": "A" | "B" | "tie" | None, "instruction", "output_A", "output_B"}}`` from a filled sheet.
 
     A blank label is ``None`` (not judged yet). A label other than A, B or tie (any case) raises
     :class:`AlpacaNbError` naming the row as a spreadsheet shows it (the header is row 1).
@@ -146,7 +150,7 @@ def read_sheet(sheet_path: str | Path) -> dict[str, dict[str, Any]]:
             if raw and raw.lower() not in LABELS:
                 raise AlpacaNbError(f"{sheet_path}: row {row_number} (item {row['item']}): label {raw!r} is not "
                                     "A, B or tie; fix it, or leave it blank for an item not judged yet")
-            rows[item] = {"label": LABELS[raw.lower()] if raw else None,
+            rows[item] = {"label": LABELS[raw.lower()] if raw else None, "instruction": row["instruction"],
                           "output_A": row["output_A"], "output_B": row["output_B"]}
     return rows
 
@@ -162,12 +166,12 @@ def read_key(key_path: str | Path) -> dict[str, Any]:
     return key
 
 
-def score_sheet(sheet_path: str | Path, key_path: str | Path | None = None) -> dict[str, Any]:
-    """Un-blind a filled sheet with its key: the model's wins, ties and losses against the reference.
-
-    Also returns ``unlabeled`` (blank rows), and AlpacaEval's ``win_rate`` ± ``standard_error`` and
-    ``avg_length`` for the model (draws count half), so people's and the judge's verdicts read on one scale.
-    """
+def unblind_sheet(sheet_path: str | Path, key_path: str | Path | None = None) -> tuple[dict[str, Any], list[dict]]:
+    """A filled sheet un-blinded with its key: ``(key, rows)``, one row per item in sheet order,
+    ``{"item", "instruction", "verdict", "output_model", "output_reference"}`` where ``verdict`` is the rater's
+    ``"model_wins"``, ``"tie"`` or ``"reference_wins"``, or ``None`` for a blank label (then both outputs are
+    ``None`` too). A sheet with items the key lacks or lacking items of the key, or a key entry that does not
+    name the model on either side, raises :class:`AlpacaNbError` naming the file and the fix."""
     key_path = Path(key_path) if key_path else key_path_for(sheet_path)
     key = read_key(key_path)
     rows = read_sheet(sheet_path)
@@ -179,8 +183,11 @@ def score_sheet(sheet_path: str | Path, key_path: str | Path | None = None) -> d
     if missing:
         raise AlpacaNbError(f"{sheet_path}: item(s) {', '.join(missing)} of the key {key_path} are missing from the "
                             "sheet; restore their rows (leave the label blank for items not judged yet)")
-    annotations = []
+    unblinded = []
     for item, row in rows.items():
+        entry = {"item": item, "instruction": row["instruction"], "verdict": None, "output_model": None,
+                 "output_reference": None}
+        unblinded.append(entry)
         if row["label"] is None:
             continue
         sides = key["items"][item]
@@ -188,10 +195,64 @@ def score_sheet(sheet_path: str | Path, key_path: str | Path | None = None) -> d
             raise AlpacaNbError(f"{key_path}: item {item}: expected {{\"A\": ..., \"B\": ...}} naming the model "
                                 f"{key['model']!r}; give the key exported with the sheet")
         model_side = "A" if sides["A"] == key["model"] else "B"
-        preference = 1.5 if row["label"] == "tie" else (2.0 if row["label"] == model_side else 1.0)
-        annotations.append({"output_2": row[f"output_{model_side}"], "preference": preference})
-    board = leaderboard(annotations)
+        entry["verdict"] = "tie" if row["label"] == "tie" else (
+            "model_wins" if row["label"] == model_side else "reference_wins")
+        entry["output_model"] = row[f"output_{model_side}"]
+        entry["output_reference"] = row["output_B" if model_side == "A" else "output_A"]
+    return key, unblinded
+
+
+def score_sheet(sheet_path: str | Path, key_path: str | Path | None = None) -> dict[str, Any]:
+    """Un-blind a filled sheet with its key: the model's wins, ties and losses against the reference.
+
+    Also returns ``unlabeled`` (blank rows), and AlpacaEval's ``win_rate`` ± ``standard_error`` and
+    ``avg_length`` for the model (draws count half), so people's and the judge's verdicts read on one scale.
+    """
+    key, rows = unblind_sheet(sheet_path, key_path)
+    board = leaderboard([{"output_2": r["output_model"], "preference": PREFERENCES[r["verdict"]]}
+                         for r in rows if r["verdict"] is not None])
     return {"model": key["model"], "reference": key["reference"], "wins": board["n_wins"],
             "ties": board["n_draws"], "losses": board["n_wins_base"],
-            "unlabeled": sum(r["label"] is None for r in rows.values()), "win_rate": board["win_rate"],
+            "unlabeled": sum(r["verdict"] is None for r in rows), "win_rate": board["win_rate"],
             "standard_error": board["standard_error"], "avg_length": board["avg_length"]}
+
+
+SCRIPTED_RULES = ("longer", "coin")
+RATER_COLUMN = "rater"  # extra column of a scripted copy: every row says who filled it, so it is never taken for people's
+
+
+def scripted_rater(sheet_path: str | Path, out_path: str | Path, rule: str = "longer", seed: int = 0) -> Path:
+    """Fill a copy of a blind sheet's ``label`` column by a stated rule — a script, not a person — for demos and
+    for checking the scoring path; returns ``out_path``.
+
+    ``rule="longer"``: the longer answer (in characters) wins, equal lengths tie — a rater with exactly the length
+    bias that LLM judges are known for. ``rule="coin"``: ``A`` or ``B`` by a coin per item, seeded by ``seed``,
+    never a tie. The rater is as blind as a person: it reads only the sheet, never the key. The copy has the
+    sheet's columns plus ``rater`` (``scripted: <rule>`` on every row); score it with the original sheet's key.
+    Refuses (:class:`AlpacaNbError`, nothing written) to write over the sheet itself or over any file that is not
+    an earlier scripted copy.
+    """
+    if rule not in SCRIPTED_RULES:
+        raise AlpacaNbError(f"unknown scripted rule {rule!r}; choose one of {', '.join(SCRIPTED_RULES)}")
+    sheet_path, out_path = Path(sheet_path), Path(out_path)
+    rows = read_sheet(sheet_path)
+    if out_path.exists():
+        if out_path.resolve() == sheet_path.resolve():
+            raise AlpacaNbError(f"{out_path} is the sheet itself; a scripted rater writes a copy: give another path")
+        with out_path.open(encoding="utf-8-sig", newline="", errors="replace") as f:
+            scripted = RATER_COLUMN in (csv.DictReader(f).fieldnames or [])
+        if not scripted:
+            raise AlpacaNbError(f"{out_path} exists and is not a scripted copy (no {RATER_COLUMN!r} column); "
+                                "a scripted rater never writes over it: give another path")
+    rng = random.Random(seed)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow((*SHEET_COLUMNS, RATER_COLUMN))
+    for item, row in rows.items():
+        if rule == "coin":
+            label = "A" if rng.random() < 0.5 else "B"
+        else:
+            a, b = len(row["output_A"]), len(row["output_B"])
+            label = "A" if a > b else "B" if b > a else "tie"
+        writer.writerow([item, row["instruction"], row["output_A"], row["output_B"], label, f"scripted: {rule}"])
+    return atomic_write_text(out_path, "\ufeff" + buf.getvalue())

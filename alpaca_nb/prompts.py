@@ -1,13 +1,30 @@
 """Alpaca's instruction-generation prompt, and the parsing and filters applied to each response.
 
-The prompt is this project's wording of Alpaca's ``prompt.txt`` (same requirements; the original's
-numbering, 1 2 3 2 3 4 5 6 7, is fixed), followed by three seed tasks as a numbered ``###`` list
-that the model continues. A response is split on ``###`` into items; each item must carry
-``N. Instruction:``, ``N. Input:`` and ``N. Output:`` in that order, and then passes Alpaca's
-filters. Every discard is counted under a reason (see :data:`DISCARD_REASONS`).
+Reproduces tatsu-lab/stanford_alpaca @ f13496211289def0ff88ae673389ae14a818b4b3: ``prompt.txt`` and, in
+``generate_instruction.py``, ``encode_prompt`` and ``post_process_gpt3_response``. The header keeps
+``prompt.txt``'s opening paragraph and closing line word for word, and its nine requirements in their order
+with their content (the task types are exactly its "open-ended generation, classification, editing"),
+reworded. Then come the example tasks as a numbered ``###`` list that the model continues. A response is
+split on ``###`` into items; each item must carry ``N. Instruction:``, ``N. Input:`` and ``N. Output:``,
+and then passes Alpaca's filters. Every discard is counted under a reason (see :data:`DISCARD_REASONS`).
 
-One deliberate difference: Alpaca requires the item number to be exactly the expected one; we
-accept any number, which only changes anything for weak teachers that lose count.
+Every deliberate difference from those files (the README's "What differs from the originals" sums them up):
+
+1. Numbering: ``prompt.txt`` numbers its requirements 1 2 3 2 3 4 5 6 7 (a typo); ours run 1 to 9.
+2. Wording: each requirement is reworded with the same content, and ``prompt.txt``'s typos are gone.
+3. Item numbers: Alpaca splits an item on exactly the expected number followed by whitespace
+   (``{idx}\\.\\s+(Instruction|Input|Output):``); we accept any number, spaces around the dot optional. This
+   only changes anything for weak teachers that lose count.
+4. Restated first number: Alpaca always prepends ``"N. Instruction:"`` to the response; we do so only when
+   the response does not already start with a numbered instruction, so a chat model's reply that restates
+   it parses too (Alpaca would discard that item as malformed).
+5. Field order: Alpaca only checks that an item splits into seven parts; we also require the order
+   Instruction, Input, Output (Alpaca would keep a swapped item with its fields mixed up).
+6. Example whitespace: :func:`encode_prompt` strips each example's input and output (no effect on the 175
+   seed tasks, none of which has surrounding whitespace).
+7. Discards are counted by reason, with a few examples (Alpaca drops them silently); what is kept is the same.
+
+Request settings (stop sequences, token limits) live in :mod:`alpaca_nb.generate_config`.
 """
 from __future__ import annotations
 
@@ -26,8 +43,7 @@ will be given to a GPT model and we will evaluate the GPT model for completing t
 Here are the requirements:
 1. Try not to repeat the verb for each instruction to maximize diversity.
 2. The language used for the instructions should also be diverse. For example, mix questions with imperative instructions.
-3. The types of instructions should be diverse: open-ended generation, classification, editing, rewriting, \
-question answering, brainstorming, reasoning and so on.
+3. The types of instructions should be diverse: open-ended generation, classification, editing and so on.
 4. A GPT language model must be able to complete the instruction. For example, do not ask for any visual or \
 audio output, and do not ask it to act in the world (wake you up at 5pm, set a reminder), which it cannot do.
 5. The instructions should be in English.

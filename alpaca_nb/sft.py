@@ -1,19 +1,19 @@
 """Lesson 04, data side: Alpaca's prompt templates and supervised examples with the prompt masked out.
 
-This reproduces ``train.py`` of stanford_alpaca: each record becomes ``prompt + output + EOS``; the loss
-is computed only on ``output + EOS`` (labels are ``-100`` over the prompt). A tokenizer without a pad token
-gets one, and the new embedding rows start at the mean of the old ones (``smart_tokenizer_and_embedding_resize``).
+This reproduces ``train.py`` of stanford_alpaca (tatsu-lab/stanford_alpaca @ c8ea92b, ``preprocess``): each
+record becomes ``prompt + output`` tokenised as one text, then EOS; the loss is computed only on
+``output + EOS`` (labels are ``-100`` over the prompt). A tokenizer without a pad token gets one, and the new
+embedding rows start at the mean of the old ones (``smart_tokenizer_and_embedding_resize``).
+``template="alpaca-lora"`` and ``train_on_inputs=True`` reproduce tloen/alpaca-lora's ``finetune.py`` instead
+(its ``templates/alpaca.json``, and the loss on every token, prompt included).
 
-Two deliberate differences, both about exactness and speed rather than the recipe:
-
-- prompt and target are tokenised separately and concatenated, so the mask covers exactly the prompt tokens
-  (the original masked ``len(tokenize(prompt))`` tokens of ``tokenize(prompt + target)``, which can be off by
-  one where a token straddles the boundary);
-- examples are batched by length (the Trainer's ``group_by_length`` sampler, see :mod:`alpaca_nb.train`)
-  instead of at random, so almost no compute goes to padding.
+Where the prompt ends in the token sequence is found exactly, from the tokenizer's character offsets (the
+original counted the tokens of the prompt tokenised alone, which can be off by one); see :func:`preprocess`.
+Batching by length instead of at random is a named option (``batching="grouped"``, :mod:`alpaca_nb.train`).
 """
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -38,11 +38,30 @@ PROMPT_DICT = {
 }
 
 
-def format_prompt(instruction: str, input: str = "") -> str:
-    """Alpaca's prompt for one task: the template with an input when ``input`` is non-empty, else the other."""
+# Verbatim from tloen/alpaca-lora @ 8d58d37, templates/alpaca.json: the response header ends with a newline.
+ALPACA_LORA_TEMPLATE = {
+    "prompt_input": (
+        "Below is an instruction that describes a task, paired with an input that provides further context. "
+        "Write a response that appropriately completes the request.\n\n"
+        "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+    ),
+    "prompt_no_input": (
+        "Below is an instruction that describes a task. "
+        "Write a response that appropriately completes the request.\n\n"
+        "### Instruction:\n{instruction}\n\n### Response:\n"
+    ),
+}
+TEMPLATES = {"stanford": PROMPT_DICT, "alpaca-lora": ALPACA_LORA_TEMPLATE}
+
+
+def format_prompt(instruction: str, input: str = "", template: str = "stanford") -> str:
+    """Alpaca's prompt for one task: ``template``'s text with an input when ``input`` is non-empty, else the
+    other. ``template`` is ``"stanford"`` (stanford_alpaca) or ``"alpaca-lora"`` (tloen/alpaca-lora)."""
+    if template not in TEMPLATES:
+        raise AlpacaNbError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
     if input:
-        return PROMPT_DICT["prompt_input"].format(instruction=instruction, input=input)
-    return PROMPT_DICT["prompt_no_input"].format(instruction=instruction)
+        return TEMPLATES[template]["prompt_input"].format(instruction=instruction, input=input)
+    return TEMPLATES[template]["prompt_no_input"].format(instruction=instruction)
 
 
 def _fields(record: Example | Mapping[str, Any], index: int) -> tuple[str, str, str]:
@@ -79,29 +98,81 @@ def add_pad_token(tokenizer, model=None) -> int:
     return added
 
 
-def preprocess(records: Sequence[Example | Mapping[str, Any]], tokenizer, max_length: int = 512) -> list[dict]:
+class SFTExamples(list):
+    """Preprocessed examples (a list of ``{"input_ids", "labels"}``) with counts of what preprocessing did:
+    ``truncated_examples`` (kept examples whose EOS ``max_length`` cut off: they never learn to stop),
+    ``dropped_examples`` (prompt alone fills ``max_length``), and which rule placed the prompt/response
+    boundary: ``boundary_by_offsets`` / ``boundary_by_prefix`` (see :func:`prompt_token_count`)."""
+
+    truncated_examples = dropped_examples = boundary_by_offsets = boundary_by_prefix = 0
+
+
+def prompt_token_count(tokenizer, prompt: str, full_ids: Sequence[int],
+                       offsets: Sequence[tuple[int, int]] | None) -> tuple[int, str]:
+    """How many leading tokens of ``full_ids`` (``prompt + output`` tokenised as one text) are the prompt,
+    and the rule that decided: ``"offsets"`` or ``"prefix"``.
+
+    ``"offsets"``: the prompt is every token before the first one whose character span starts at or after
+    ``len(prompt)`` (special tokens such as BOS span (0, 0) and count as prompt). It applies when no token
+    straddles the boundary (starts before it and ends after it) and the tokenizer gives offsets (fast ones).
+    ``"prefix"`` otherwise: the token count of the prompt tokenised alone, as stanford_alpaca's
+    ``_tokenize_fn`` does (a straddling token then counts as prompt when it is the prompt's last token).
+    """
+    end = len(prompt)
+    if offsets is not None:
+        n = next((i for i, (start, _) in enumerate(offsets) if start >= end), len(offsets))
+        if all(stop <= end for _, stop in offsets[:n]):
+            assert n == len(offsets) or offsets[n][0] >= end  # nothing before n reaches into the response
+            return n, "offsets"
+    return min(len(tokenizer(prompt)["input_ids"]), len(full_ids)), "prefix"
+
+
+def preprocess(records: Sequence[Example | Mapping[str, Any]], tokenizer, max_length: int = 512,
+               template: str = "stanford", train_on_inputs: bool = False) -> SFTExamples:
     """Tokenise Alpaca records into ``{"input_ids", "labels"}`` (lists of ints), one per usable record.
 
-    ``input_ids`` = prompt tokens + output tokens + EOS, truncated to ``max_length``; ``labels`` equal
-    ``input_ids`` except ``-100`` over exactly the prompt tokens. A record whose prompt alone fills
-    ``max_length`` has nothing left to learn from and is dropped. The tokenizer must have an EOS token.
+    ``input_ids`` = ``prompt + output`` tokenised as one text (as stanford_alpaca: a SentencePiece tokenizer
+    gives the response's first word no extra leading-space token), + EOS, truncated to ``max_length``.
+    ``labels`` equal ``input_ids``, except ``-100`` over the prompt tokens unless ``train_on_inputs``
+    (alpaca-lora's default). A record whose prompt alone fills ``max_length`` has nothing left to learn from
+    and is dropped (kept when ``train_on_inputs``). The tokenizer must have an EOS token. Counts of truncated
+    and dropped examples and of the boundary rule used are attributes of the returned :class:`SFTExamples`.
     """
     if not records:
         raise AlpacaNbError("no training records: give at least one {instruction, input, output} record")
     if tokenizer.eos_token_id is None:
         raise AlpacaNbError("the tokenizer has no EOS token; Alpaca's target is output + EOS")
     fields = [_fields(r, i) for i, r in enumerate(records)]
-    prompts = tokenizer([format_prompt(ins, inp) for ins, inp, _ in fields])["input_ids"]
-    targets = tokenizer([out for _, _, out in fields], add_special_tokens=False)["input_ids"]
-    examples = []
-    for prompt, target in zip(prompts, targets):
-        ids = (prompt + target + [tokenizer.eos_token_id])[:max_length]
-        if len(prompt) >= len(ids):
+    prompts = [format_prompt(ins, inp, template) for ins, inp, _ in fields]
+    texts = [prompt + out for prompt, (_, _, out) in zip(prompts, fields)]
+    fast = getattr(tokenizer, "is_fast", False)
+    encoded = tokenizer(texts, return_offsets_mapping=fast)
+    examples = SFTExamples()
+    for i, (prompt, full) in enumerate(zip(prompts, encoded["input_ids"])):
+        n_prompt, rule = prompt_token_count(tokenizer, prompt, full, encoded["offset_mapping"][i] if fast else None)
+        ids = (list(full) + [tokenizer.eos_token_id])[:max_length]
+        if n_prompt >= len(ids) and not train_on_inputs:
+            examples.dropped_examples += 1
             continue
-        examples.append({"input_ids": ids, "labels": [IGNORE_INDEX] * len(prompt) + ids[len(prompt):]})
+        examples.truncated_examples += len(full) + 1 > max_length
+        setattr(examples, f"boundary_by_{rule}", getattr(examples, f"boundary_by_{rule}") + 1)
+        labels = list(ids) if train_on_inputs else [IGNORE_INDEX] * n_prompt + ids[n_prompt:]
+        examples.append({"input_ids": ids, "labels": labels})
     if not examples:
         raise AlpacaNbError(f"every prompt is at least max_length={max_length} tokens long; raise max_length")
     return examples
+
+
+def split_validation(records: Sequence[Example], val_size: int, seed: int = 42) -> tuple[list, list]:
+    """(train, validation) records: ``val_size`` records drawn at random (fixed by ``seed``) are held out, as
+    alpaca-lora's ``train_test_split(test_size=val_set_size, shuffle=True, seed=42)``; 0 holds out none."""
+    if val_size <= 0:
+        return list(records), []
+    if val_size >= len(records):
+        raise AlpacaNbError(f"--val-size {val_size} leaves no training records (there are {len(records)}); "
+                            "lower it, or pass --val-size 0")
+    held = set(random.Random(seed).sample(range(len(records)), val_size))
+    return ([r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held])
 
 
 def load_records(paths: Iterable[str | Path]) -> list[Example]:

@@ -26,9 +26,10 @@ from typing import Any, Sequence
 from .errors import AlpacaNbError
 from .fileio import atomic_write_json, read_json, write_jsonl
 from .model import resolve_model
-from .sft import add_pad_token, load_records, preprocess
+from .sft import add_pad_token, load_records, preprocess, split_validation
 from .train_config import TrainConfig, capped_warmup_steps, check_nproc, use_bf16
-from .train_report import loss_log, plot_loss_curve, weights_watch  # noqa: F401 (train.plot_loss_curve)
+from .train_report import (loss_log, loss_summary, non_pad_fraction, peak_memory,  # noqa: F401 (re-exported)
+                           plot_loss_curve, weights_watch)
 
 CONFIG_FILE = "resolved_config.json"
 SUMMARY_FILE = "train_summary.json"
@@ -179,6 +180,9 @@ def training_arguments(config: TrainConfig, world_size: int, layer_class: str | 
         lr_scheduler_type=config.lr_scheduler,
         optim="adamw_bnb_8bit" if config.optim == "adamw_8bit" else config.optim,
         train_sampling_strategy="group_by_length" if config.batching == "grouped" else "random",
+        eval_strategy="steps" if config.val_size else "no",
+        eval_steps=config.eval_steps if config.val_size else None,
+        per_device_eval_batch_size=config.micro_batch_size,
         logging_steps=config.logging_steps,
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
@@ -192,26 +196,19 @@ def training_arguments(config: TrainConfig, world_size: int, layer_class: str | 
     )
 
 
-def build_trainer(config: TrainConfig, model, tokenizer, dataset: Sequence[dict], callbacks: Sequence[Any] = ()):
+def build_trainer(config: TrainConfig, model, tokenizer, dataset: Sequence[dict], callbacks: Sequence[Any] = (),
+                  eval_dataset: Sequence[dict] | None = None):
     """The Trainer for ``config``: length-grouped (or random) micro-batches padded by a seq2seq collator
-    (labels padded with -100), on as many processes as this run has."""
+    (labels padded with -100), on as many processes as this run has; ``eval_dataset`` is the validation split."""
     from transformers import DataCollatorForSeq2Seq
 
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     layer_class = next(iter(sorted(getattr(model, "_no_split_modules", None) or [])), None)
     return _trainer_class()(
         model=model, args=training_arguments(config, world_size, layer_class), train_dataset=dataset,
+        eval_dataset=eval_dataset or None,
         processing_class=tokenizer, callbacks=list(callbacks),
         data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, return_tensors="pt"))
-
-
-def non_pad_fraction(batches) -> float:
-    """Real tokens / all tokens over ``batches`` (dicts with an ``attention_mask``), e.g. a train dataloader."""
-    real = padded = 0
-    for batch in batches:
-        real += int(batch["attention_mask"].sum())
-        padded += batch["attention_mask"].numel()
-    return real / padded
 
 
 # --- the run -------------------------------------------------------------------------------------------
@@ -256,16 +253,6 @@ def _all_reduce(values: list[float], op: str) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=_device() if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
     return t.tolist()
-
-
-def _peak_memory() -> tuple[int, str]:
-    import resource
-
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated(), "cuda_max_allocated"
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cpu_max_rss"
 
 
 def _save(trainer, target: Path) -> Path:
@@ -333,16 +320,20 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), nproc: int | None 
     out.mkdir(parents=True, exist_ok=True)
     set_seed(config.seed)
     model, tokenizer = load_model(config)
-    dataset = preprocess(records, tokenizer, config.max_length)
+    train_records, val_records = split_validation(records, config.val_size, config.seed)
+    dataset = preprocess(train_records, tokenizer, config.max_length, config.template, config.train_on_inputs)
+    val = preprocess(val_records, tokenizer, config.max_length, config.template, config.train_on_inputs) \
+        if val_records else None
     watch = weights_watch()
-    trainer = build_trainer(config, model, tokenizer, dataset, [*callbacks, watch])
+    trainer = build_trainer(config, model, tokenizer, dataset, [*callbacks, watch], eval_dataset=val)
     args = trainer.args
     n_total = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     main = trainer.is_world_process_zero()
     resolved = config.to_dict() | {"model_dir": resolve_model(config.model), "world_size": world_size,
                                    "gradient_accumulation_steps": args.gradient_accumulation_steps,
-                                   "precision": "bf16" if args.bf16 else "fp32", "num_examples": len(dataset)}
+                                   "precision": "bf16" if args.bf16 else "fp32", "num_examples": len(dataset),
+                                   "num_val_examples": len(val or [])}
     if main:
         atomic_write_json(out / CONFIG_FILE, resolved)
 
@@ -350,7 +341,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), nproc: int | None 
     trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.perf_counter() - t0
     real, padded = _all_reduce([trainer.real_tokens, trainer.padded_tokens], "sum")
-    peak, peak_kind = _peak_memory()
+    peak, peak_kind = peak_memory()
     peak = _all_reduce([peak], "max")[0]
     weights_changed = bool(_all_reduce([float(bool(watch.changed))], "max")[0])
 
@@ -362,8 +353,9 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), nproc: int | None 
     log = loss_log(trainer.state.log_history)
     summary = {
         "mode": config.mode, "preset": config.preset, "steps": trainer.state.global_step,
-        "epochs": trainer.state.epoch, "num_examples": len(dataset),
-        "train_loss_first": log[0]["loss"] if log else None, "train_loss_last": log[-1]["loss"] if log else None,
+        "epochs": trainer.state.epoch, "num_examples": len(dataset), "num_val_examples": len(val or []),
+        "truncated_examples": dataset.truncated_examples, "dropped_examples": dataset.dropped_examples,
+        **loss_summary(log),
         "tokens_seen": int(real), "padded_tokens": int(padded),
         "non_pad_fraction": real / padded if padded else None,
         "tokens_per_second": real / train_seconds if train_seconds else None,
@@ -384,7 +376,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), nproc: int | None 
                   f"{config.learning_rate}, warmup steps: {summary['warmup_steps']}); the saved model is the one "
                   "it started from", file=sys.stderr)
         write_jsonl(out / LOSS_LOG_FILE, log)
-        if log:
+        if summary["train_loss_first"] is not None:
             import matplotlib.pyplot as plt
 
             plt.close(plot_loss_curve(log, out, title=f"{config.mode} fine-tuning ({config.preset})"))

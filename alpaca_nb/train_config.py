@@ -1,9 +1,12 @@
 """Lesson 04 configuration: the training modes, the presets that reproduce Alpaca's recipes, one config object.
 
 The Alpaca rows come from stanford_alpaca's README (LLaMA-7B and -13B: batch 128, lr 2e-5 / 1e-5,
-3 / 5 epochs, max length 512, weight decay 0; warmup ratio 0.03 and a cosine schedule from its command line).
-``alpaca-lora-7b`` is alpaca-lora's ``finetune.py`` defaults (batch 128, micro-batch 4, lr 3e-4, 3 epochs,
-cutoff 256, 100 warmup steps, linear decay). ``cpu-demo`` is a few minutes on the embedded 135M model.
+3 / 5 epochs, max length 512, weight decay 0; warmup ratio 0.03 and a cosine schedule from its command line;
+random batches, prompt masked, its own template, no validation split). ``alpaca-lora-7b`` is alpaca-lora's
+``finetune.py`` defaults (tloen/alpaca-lora @ 8d58d37: batch 128, micro-batch 4, lr 3e-4, 3 epochs, cutoff 256,
+100 warmup steps, linear decay, random batches (``group_by_length=False``), ``train_on_inputs=True``,
+``templates/alpaca.json``, ``val_set_size=2000`` evaluated every 200 steps, checkpoints every 200 steps, 3 kept,
+loss logged every 10 steps). ``cpu-demo`` is a few minutes on the embedded 135M model, batched by length.
 """
 from __future__ import annotations
 
@@ -15,19 +18,21 @@ from .errors import AlpacaNbError
 MODES = ("full", "fsdp", "8bit")
 OPTIMIZERS = ("adamw_torch", "adamw_8bit")
 BATCHING = ("grouped", "random")
+TEMPLATES = ("stanford", "alpaca-lora")  # alpaca_nb.sft.TEMPLATES
 PRECISIONS = ("auto", "bf16", "fp32")
 
 _ALPACA_7B = dict(effective_batch_size=128, micro_batch_size=4, learning_rate=2e-5, num_epochs=3, max_length=512,
-                  weight_decay=0.0, warmup_ratio=0.03, lr_scheduler="cosine", save_steps=2000)
+                  weight_decay=0.0, warmup_ratio=0.03, lr_scheduler="cosine", save_steps=2000, batching="random")
 PRESETS: dict[str, dict] = {
     "alpaca-7b": _ALPACA_7B,
     "alpaca-13b": _ALPACA_7B | dict(learning_rate=1e-5, num_epochs=5),  # stanford_alpaca README: the 13B row
     "alpaca-lora-7b": dict(effective_batch_size=128, micro_batch_size=4, learning_rate=3e-4, num_epochs=3,
                            max_length=256, weight_decay=0.0, warmup_steps=100, lr_scheduler="linear",
-                           save_steps=200),
+                           save_steps=200, batching="random", train_on_inputs=True, template="alpaca-lora",
+                           val_size=2000, eval_steps=200, save_total_limit=3, logging_steps=10),
     "cpu-demo": dict(effective_batch_size=8, micro_batch_size=4, learning_rate=5e-5, num_epochs=1,
                      max_length=256, weight_decay=0.0, warmup_ratio=0.03, lr_scheduler="cosine",
-                     save_steps=50),
+                     save_steps=50, batching="grouped"),
 }
 
 
@@ -37,6 +42,8 @@ class TrainConfig:
 
     ``effective_batch_size`` = ``micro_batch_size`` x gradient accumulation x world size; the accumulation
     is derived at run time from the number of processes. ``max_steps`` > 0 stops early (overrides epochs).
+    ``template``: ``"stanford"`` or ``"alpaca-lora"`` prompts; ``train_on_inputs``: the loss covers the prompt
+    too; ``val_size`` records are held out and their loss evaluated every ``eval_steps`` optimizer steps.
     """
 
     data: list[str]
@@ -55,6 +62,10 @@ class TrainConfig:
     lr_scheduler: str = "cosine"
     optim: str = "adamw_torch"
     batching: str = "grouped"
+    template: str = "stanford"
+    train_on_inputs: bool = False
+    val_size: int = 0
+    eval_steps: int = 200
     precision: str = "auto"
     gradient_checkpointing: bool = False
     seed: int = 42
@@ -138,11 +149,15 @@ def resolve_config(preset: str = "cpu-demo", **overrides) -> TrainConfig:
     config.data = [str(p) for p in config.data]
     config.output_dir = str(config.output_dir)
     for name, value, allowed in (("mode", config.mode, MODES), ("optim", config.optim, OPTIMIZERS),
-                                 ("batching", config.batching, BATCHING), ("precision", config.precision, PRECISIONS)):
+                                 ("batching", config.batching, BATCHING), ("precision", config.precision, PRECISIONS),
+                                 ("template", config.template, TEMPLATES)):
         if value not in allowed:
             raise AlpacaNbError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
     if config.mode == "8bit" and config.optim != "adamw_torch":
         raise AlpacaNbError("--optim adamw_8bit is for full fine-tuning; 8bit mode trains LoRA adapters only")
     if config.micro_batch_size < 1 or config.effective_batch_size < 1 or config.max_length < 2:
         raise AlpacaNbError("micro_batch_size, effective_batch_size must be >= 1 and max_length >= 2")
+    if config.val_size < 0 or config.eval_steps < 1:
+        raise AlpacaNbError(f"--val-size {config.val_size} / --eval-steps {config.eval_steps}: the validation "
+                            "split must be >= 0 records (0: none) and eval steps >= 1")
     return config

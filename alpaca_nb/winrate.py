@@ -1,12 +1,23 @@
 """Lesson 05, step 3: AlpacaEval's leaderboard columns from pairwise annotations, and ROUGE-L vs the reference.
 
-The win rate is computed as AlpacaEval does (``alpaca_eval.metrics``): each parsed preference
-``p`` in {1, 1.5, 2} (0 also means a draw) becomes the per-item score ``p - 1`` in [0, 1] for
-output_2's generator; ``win_rate`` is their mean and ``standard_error`` the standard error of that
-mean (sample standard deviation / sqrt(n)), both in percent. Unparseable judgements
-(``preference`` ``None`` or NaN) are left out of every count and reported as ``n_unparseable``.
-``avg_length`` is the mean length in characters of output_2 over all annotations, truncated to an
-integer as AlpacaEval does.
+The win rates follow ``alpaca_eval.metrics`` (tatsu-lab/alpaca_eval @ 19866ff84cd815cb8907c27fd34766541813cfa0,
+src/alpaca_eval/metrics/winrate.py ``get_winrate`` and helpers.py ``describe_head2head``; alpaca_eval 0.6.6):
+
+* ``win_rate`` (``AbsoluteScoringRule``): a preference ``p`` (1 = output_1 wins, 2 = output_2 wins, 0 read as
+  1.5, a draw; any number in [1, 2] is a weighted verdict) scores ``p - 1`` for output_2's generator; the win rate
+  is their mean and ``standard_error`` the standard error of that mean (ddof 1), both in percent. Preferences
+  that are null/NaN (unparseable) or outside [1, 2] (0 excepted) are dropped, as AlpacaEval drops them, and
+  counted in ``n_dropped`` (the unparseable among them also in ``n_unparseable``). ``n_wins``, ``n_wins_base``:
+  scores above / below 0.5; ``n_draws``: preferences exactly 1.5 or 0; ``n_total``: scores kept.
+* ``discrete_win_rate`` (``ZeroOneScoringRule``): 1.5 is read as 0, then each preference is rounded to an integer
+  (half to even, as pandas does: 2.5 -> 2, 0.5 -> 0), 0 is a draw (0.5 point), 1 and 2 score 0 and 1, anything
+  else is dropped; the mean of the points, in percent, over what it keeps.
+* ``length_controlled_winrate``, ``lc_standard_error``, ``lc_glm``: AlpacaEval 2's length-controlled win rate
+  (:mod:`alpaca_nb.length_control`).
+
+A preference that AlpacaEval cannot read is refused with an error naming the annotation: text, true/false and
+infinite numbers. ``avg_length`` is the mean length in characters of output_2 over all annotations, truncated to
+an integer as AlpacaEval does.
 
 ROUGE-L (longest common subsequence F-measure, ``rouge-score``) against the reference answer is a weak
 signal: it rewards copying the reference's words, not being right or helpful, and a better answer
@@ -45,34 +56,78 @@ def _check_output_1(annotations: Sequence[dict[str, Any]], where: str = "") -> N
                                 "judge against a reference first, or leave out --rouge-l")
 
 
+def _is_missing(preference: Any) -> bool:
+    return preference is None or (isinstance(preference, float) and math.isnan(preference))
+
+
+def _check_preference(preference: Any, where: str) -> None:
+    if _is_missing(preference):
+        return
+    if isinstance(preference, bool) or not isinstance(preference, (int, float)) or math.isinf(preference):
+        raise AlpacaNbError(f"{where}: preference {preference!r} is refused: AlpacaEval's preference is a finite "
+                            "number (1 = output_1 wins, 2 = output_2 wins, 1.5 or 0 = draw, in between = weighted) "
+                            "or null (unparseable); fix or remove this annotation")
+
+
 def preference_score(preference: Any, where: str = "annotation") -> float | None:
-    """Output_2's score in [0, 1] for one AlpacaEval preference (0 and 1.5 are draws), ``None`` if unparseable."""
-    if preference is None or (isinstance(preference, float) and math.isnan(preference)):
+    """Output_2's score in [0, 1] for one preference as AlpacaEval's win rate reads it (``p - 1``, 0 read as 1.5),
+    ``None`` for what it drops (null, NaN, outside [1, 2]); raises :class:`AlpacaNbError` for what it cannot read."""
+    _check_preference(preference, where)
+    if _is_missing(preference):
         return None
-    if isinstance(preference, bool) or not isinstance(preference, (int, float)) or not 0 <= preference <= 2:
-        raise AlpacaNbError(f"{where}: preference {preference!r} is not 1 (output_1 wins), 2 (output_2 wins), "
-                            "1.5 or 0 (draw), or null (unparseable)")
-    return 0.5 if preference == 0 else preference - 1.0
+    p = 1.5 if preference == 0 else float(preference)
+    return p - 1.0 if 1 <= p <= 2 else None
 
 
-def leaderboard(annotations: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """AlpacaEval's leaderboard columns for output_2's generator, plus ``n_unparseable``.
+def discrete_score(preference: Any, where: str = "annotation") -> float | None:
+    """Output_2's points (0, 0.5 or 1) for one preference as AlpacaEval's ``discrete_win_rate`` reads it, or
+    ``None`` for what it drops: 1.5 read as 0, rounded half to even, then 0 is a draw, 1 and 2 a loss and a win."""
+    _check_preference(preference, where)
+    if _is_missing(preference):
+        return None
+    rounded = round(0.0 if preference == 1.5 else float(preference))  # Python's round is half to even, as numpy's
+    if rounded == 0:
+        return 0.5
+    return rounded - 1.0 if rounded in (1, 2) else None
 
-    ``win_rate`` is ``None`` when no item was parsed, ``standard_error`` when fewer than two were.
-    """
-    scores = [s for s in (preference_score(a.get("preference")) for a in annotations) if s is not None]
+
+def _mean_sem(scores: Sequence[float]) -> tuple[float | None, float | None]:
     n = len(scores)
     mean = sum(scores) / n if n else None
     sem = math.sqrt(sum((s - mean) ** 2 for s in scores) / (n - 1) / n) if n > 1 else None
+    return mean, sem
+
+
+def leaderboard(annotations: Sequence[dict[str, Any]],
+                instruction_difficulty: dict[str, Any] | None = None) -> dict[str, Any]:
+    """AlpacaEval 2's leaderboard columns for output_2's generator, plus ``n_dropped`` and ``n_unparseable``.
+
+    Keys: ``win_rate``, ``standard_error``, ``n_wins``, ``n_wins_base``, ``n_draws``, ``n_total``,
+    ``discrete_win_rate``, ``length_controlled_winrate``, ``lc_standard_error``, ``lc_glm``, ``avg_length``,
+    ``n_dropped``, ``n_unparseable`` (see the module docstring). ``win_rate`` and ``discrete_win_rate`` are
+    ``None`` when nothing is kept, ``standard_error`` when fewer than two are; the length-controlled values as
+    :func:`alpaca_nb.length_control.length_controlled_winrate` says. ``instruction_difficulty``
+    (:func:`alpaca_nb.length_control.read_instruction_difficulty`) switches the GLM to ``length_controlled_v1``.
+    """
+    from .length_control import length_controlled_winrate
+
+    all_scores = [preference_score(a.get("preference"), where=f"annotation {i}") for i, a in enumerate(annotations)]
+    scores = [s for s in all_scores if s is not None]
+    mean, sem = _mean_sem(scores)
+    discrete, _ = _mean_sem([s for s in (discrete_score(a.get("preference")) for a in annotations) if s is not None])
     return {
         "win_rate": None if mean is None else mean * 100,
         "standard_error": None if sem is None else sem * 100,
         "n_wins": sum(s > 0.5 for s in scores),
         "n_wins_base": sum(s < 0.5 for s in scores),
-        "n_draws": sum(s == 0.5 for s in scores),
-        "n_total": n,
+        "n_draws": sum(a.get("preference") in (0, 1.5) and not isinstance(a.get("preference"), bool)
+                       for a in annotations),
+        "n_total": len(scores),
+        "discrete_win_rate": None if discrete is None else discrete * 100,
+        **length_controlled_winrate(annotations, all_scores, instruction_difficulty),
         "avg_length": int(sum(len(a["output_2"]) for a in annotations) / len(annotations)) if annotations else 0,
-        "n_unparseable": len(annotations) - n,
+        "n_dropped": len(annotations) - len(scores),
+        "n_unparseable": sum(_is_missing(a.get("preference")) for a in annotations),
     }
 
 
@@ -84,13 +139,13 @@ def rouge_l(outputs: Sequence[str], references: Sequence[str]) -> list[float]:
     return [scorer.score(ref, out)["rougeL"].fmeasure for out, ref in zip(outputs, references, strict=True)]
 
 
-def summary(annotations: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The leaderboard columns plus ``rouge_l``: the mean ROUGE-L of output_2 against output_1 (the reference).
-
-    An annotation without ``output_1`` raises :class:`AlpacaNbError` naming it."""
+def summary(annotations: Sequence[dict[str, Any]],
+            instruction_difficulty: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The leaderboard columns (:func:`leaderboard`) plus ``rouge_l``: the mean ROUGE-L of output_2 against
+    output_1 (the reference). An annotation without ``output_1`` raises :class:`AlpacaNbError` naming it."""
     _check_output_1(annotations)
     scores = rouge_l([a["output_2"] for a in annotations], [a["output_1"] for a in annotations])
-    return leaderboard(annotations) | {"rouge_l": sum(scores) / len(scores) if scores else None}
+    return leaderboard(annotations, instruction_difficulty) | {"rouge_l": sum(scores) / len(scores) if scores else None}
 
 
 def answer_table(reference_outputs: Sequence[dict], model_outputs: dict[str, Sequence[dict]]):

@@ -112,6 +112,23 @@ def test_input_is_folded_into_the_instruction():
     assert answers.build_prompt(item, "chat") == [{"role": "user", "content": "Translate to French.\n\nGood morning"}]
 
 
+def test_alpaca_lora_prompt_format_prompts_as_alpaca_lora_trained(tmp_path, capsys):
+    """An adapter trained by tloen/alpaca-lora saw its templates/alpaca.json: "### Response:" and a newline."""
+    item = Example("Translate to French.", "Good morning", "Bonjour", "t", "0", {"dataset": "selfinstruct"})
+    lora = answers.build_prompt(item, "alpaca-lora")
+    assert lora == answers.build_prompt(item, "alpaca") + "\n" and lora.endswith("### Input:\nGood morning\n\n"
+                                                                                "### Response:\n")
+    with OpenAIStub(default=lambda body: Reply(text="Bonjour")) as stub:
+        assert main(["answer", "--backend", "url", "--base-url", stub.base_url, "--model", "org/lora",
+                     "--prompt-format", "alpaca-lora", "--eval-set", "alpaca_eval", "-n", "1", "--workers", "1",
+                     "--out", str(tmp_path / "outputs.json")]) == 0
+    assert stub.requests[-1]["path"] == "/v1/completions"
+    assert stub.requests[-1]["body"]["prompt"].endswith("### Response:\n")
+    assert read_json(tmp_path / "outputs.json")[0]["answer_settings"]["prompt_format"] == "alpaca-lora"
+    assert main(["answer", "--prompt-format", "vicuna"]) == 2
+    assert "invalid choice: 'vicuna'" in capsys.readouterr().err
+
+
 def test_answers_through_an_openai_compatible_endpoint(local_endpoint):
     records = answers.answer(_items(2), endpoint=local_endpoint, prompt_format="chat", max_new_tokens=8,
                              workers=2, progress=False)

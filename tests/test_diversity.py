@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from alpaca_nb import diversity, diversity_parse
+from alpaca_nb import diversity_plots as dp
 from alpaca_nb.cli import main
 from alpaca_nb.errors import AlpacaNbError
 
@@ -112,6 +114,34 @@ def test_figures_are_written_and_not_blank(small_file, tmp_path):
     assert table["instructions"].tolist() == [6, 175]
     # the seed set is scored leave-one-out: no seed counts its own copy as a 1.0 match
     assert result["seed_tasks"]["rouge_l_to_seeds"]["above_0.7"] < 10
+
+
+def test_sunburst_picks_verbs_and_nouns_as_self_instruct_does():
+    # (instruction, parse): "explain" mostly lacks an object; one "write" instruction is repeated four times
+    rows = ([(f"Explain topic {i}.", ("explain", None)) for i in range(5)] + [("Explain a concept.", ("explain", "concept"))]
+            + [("Write a story.", ("write", "story"))] * 4 + [(f"Write poem {i}.", ("write", "poem")) for i in range(2)]
+            + [(f"Give tip {i}.", ("give", "tip")) for i in range(4)] + [("What is it?", (None, None))])
+    texts, pairs = [t for t, _ in rows], [p for _, p in rows]
+    # Counted over all parses, explain (6) and write (6, story 4) would lead; Self-Instruct first drops
+    # repeats and parses without an object: give 4, write 3 (poem 2, story 1), explain 1.
+    assert dp.sunburst_data(pairs, top_verbs=2, top_nouns=1, instructions=texts) == [
+        ("give", [("tip", 4)]), ("write", [("poem", 2)])]
+    assert dp.sunburst_data(pairs, instructions=texts) == [
+        ("give", [("tip", 4)]), ("write", [("poem", 2), ("story", 1)]), ("explain", [("concept", 1)])]
+    assert dp.sunburst_data(pairs, instructions=texts, min_count=3) == [("give", [("tip", 4)])]  # upstream: 31
+    with pytest.raises(ValueError, match="one per pair"):
+        dp.sunburst_data(pairs, instructions=texts[:-1])
+
+
+def test_sunburst_figure_counts_each_instruction_once(tmp_path):
+    # five objects of "write", one instruction repeated: counted once, "story" falls out of the top 4
+    texts = ["Write a poem about the sea.", "Write an essay about climate change.", "Write a letter to your landlord.",
+             "Write a song about summer."] + ["Write a story about a lost cat."] * 3
+    path = tmp_path / "repeats.json"
+    path.write_text(json.dumps([{"instruction": t, "input": "", "output": "..."} for t in texts]))
+    diversity.run([path], out_dir=tmp_path / "out", progress=False)
+    labels = re.findall(r"<!-- (\w+) -->", (tmp_path / "out" / "repeats" / "verb_noun_sunburst.svg").read_text())
+    assert {"write", "essay", "letter", "poem", "song"} <= set(labels) and "story" not in labels
 
 
 def test_dependency_tree_svg(tmp_path):

@@ -163,3 +163,114 @@ def test_key_entry_must_name_the_model(exported):
     _fill(sheet, {"1": "A"})
     with pytest.raises(AlpacaNbError, match=r"sheet.key.json: item 1: expected"):
         score_sheet(sheet)
+
+
+# --- the judge against the sheet (alpaca_nb.agreement) and the scripted rater ---------------------------------
+
+# item: (the rater's verdict, the judge's preference); M model wins, T tie, R reference wins, None blank / null.
+AGREEMENT_CASE = {1: ("M", 2.0), 2: ("M", 1.75), 3: ("M", 1.0), 4: ("T", 1.5), 5: ("T", 2.0), 6: ("R", 1.0),
+                  7: ("R", 1.0), 8: ("R", 1.5), 9: (None, 2.0), 10: ("M", None)}
+
+
+def _agreement_case(tmp_path):
+    """A sheet of 10 items filled per AGREEMENT_CASE, its key, and the judge's annotations of the same items."""
+    model = [{"instruction": f"Task {i}: say something", "output": f"MODEL answer {i}", "generator": "my-model"}
+             for i in range(10)]
+    reference = [m | {"output": f"REF answer {i}", "generator": "text_davinci_003"} for i, m in enumerate(model)]
+    sheet, key_path = export_sheet(model, reference, tmp_path / "sheet.csv", seed=1)
+    key = read_json(key_path)["items"]
+    labels = {}
+    for item, (human, _) in AGREEMENT_CASE.items():
+        model_side = "A" if key[str(item)]["A"] == "my-model" else "B"
+        labels[str(item)] = {"M": model_side, "R": "AB".replace(model_side, ""), "T": "tie", None: ""}[human]
+    _fill(sheet, labels)
+    annotations = [{"instruction": m["instruction"], "output_1": r["output"], "generator_1": r["generator"],
+                    "output_2": m["output"], "generator_2": m["generator"], "annotator": "judge-x",
+                    "preference": AGREEMENT_CASE[i + 1][1]} for i, (m, r) in enumerate(zip(model, reference))]
+    return sheet, key_path, atomic_write_json(tmp_path / "annotations.json", annotations[::-1])
+
+
+def test_agreement_with_the_judge_on_a_hand_made_case(tmp_path):
+    from alpaca_nb.agreement import agreement_with_judge
+
+    sheet, _, annotations = _agreement_case(tmp_path)
+    result = agreement_with_judge(sheet, annotations)
+    # Compared: items 1-8 (9 is blank on the sheet, 10 unparseable for the judge; 2's 1.75 reads as a model win).
+    # Rows human, columns judge (M, T, R):  M: 2 0 1 | T: 1 1 0 | R: 0 1 2
+    assert result["confusion"] == {"model_wins": {"model_wins": 2, "tie": 0, "reference_wins": 1},
+                                   "tie": {"model_wins": 1, "tie": 1, "reference_wins": 0},
+                                   "reference_wins": {"model_wins": 0, "tie": 1, "reference_wins": 2}}
+    assert (result["n_items"], result["n_compared"], result["unlabeled_by_human"],
+            result["unparseable_by_judge"]) == (10, 8, 1, 1)
+    p_observed = (2 + 1 + 2) / 8
+    p_chance = (3 * 3 + 2 * 2 + 3 * 3) / 8 ** 2  # human row totals 3 2 3 times judge column totals 3 2 3
+    assert result["agreement"] == pytest.approx(p_observed)
+    assert result["cohen_kappa"] == pytest.approx((p_observed - p_chance) / (1 - p_chance))
+    assert result["cohen_kappa"] == pytest.approx(3 / 7)
+    assert (result["agreement_without_ties"], result["n_without_ties"]) == (pytest.approx(4 / 5), 5)  # 1 2 3 6 7
+    # AlpacaEval 2: 1 - mean |p_human - p_judge|; |2-1.75| + |2-1| + |1.5-2| + |1-1.5| = 2.25 over 8 items
+    assert result["alpaca_eval_agreement"] == pytest.approx(1 - 2.25 / 8)
+    assert (result["model"], result["reference"], result["judge"]) == ("my-model", "text_davinci_003", "judge-x")
+    assert agreement_with_judge(sheet, read_json(annotations)) == result  # the judge's list, as judge.judge returns
+
+
+def test_kappa_is_undefined_when_both_always_say_the_same():
+    from alpaca_nb.agreement import cohen_kappa
+
+    assert cohen_kappa([("tie", "tie")] * 3) is None
+    assert cohen_kappa([]) is None
+    assert cohen_kappa([("model_wins", "reference_wins"), ("reference_wins", "model_wins")]) == pytest.approx(-1)
+
+
+def test_cli_human_score_with_judge_annotations(tmp_path, capsys):
+    sheet, key_path, annotations = _agreement_case(tmp_path)
+    assert main(["human-score", "--sheet", str(sheet), "--key", str(key_path),
+                 "--judge-annotations", str(annotations)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["wins"], result["ties"], result["losses"], result["unlabeled"]) == (4, 2, 3, 1)
+    assert result["agreement_with_judge"]["cohen_kappa"] == pytest.approx(3 / 7)
+    assert result["agreement_with_judge"]["confusion"]["tie"] == {"model_wins": 1, "tie": 1, "reference_wins": 0}
+
+
+def test_judge_annotations_of_another_model_or_other_items_are_refused(tmp_path, capsys):
+    sheet, _, annotations = _agreement_case(tmp_path)
+    rows = read_json(annotations)
+    atomic_write_json(annotations, [r | {"generator_2": "other-model"} for r in rows])
+    assert main(["human-score", "--sheet", str(sheet), "--judge-annotations", str(annotations)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{annotations} holds annotations of model 'other-model'" in err
+    atomic_write_json(annotations, rows[1:])  # the judge never saw item 10
+    assert main(["human-score", "--sheet", str(sheet), "--judge-annotations", str(annotations)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not judge 1 of the 10 items" in err and "item 10" in err
+    atomic_write_json(annotations, [rows[0] | {"output_2": "an answer from another run"}] + rows[1:])
+    assert main(["human-score", "--sheet", str(sheet), "--judge-annotations", str(annotations)]) == 2
+    assert "the model's answer (output_2) to item 10" in capsys.readouterr().err
+
+
+def test_scripted_rater_fills_a_marked_copy(tmp_path):
+    from alpaca_nb.human_eval import scripted_rater
+
+    model = [m | {"output": "MODEL " + "long " * i} for i, m in enumerate(_outputs("my-model", "MODEL"))]
+    reference = [r | {"output": "REF!! " + "long " * 3} for r in _outputs("text_davinci_003", "REF")]  # = item 4
+    sheet, key_path = export_sheet(model, reference, tmp_path / "sheet.csv", seed=3)
+    blank = sheet.read_bytes()
+    copy = scripted_rater(sheet, tmp_path / "scripted.csv", rule="longer")
+    assert sheet.read_bytes() == blank  # the sheet itself is untouched
+    rows = _read(copy)
+    assert {r["rater"] for r in rows} == {"scripted: longer"}
+    for r in rows:  # the longer answer wins
+        a, b = len(r["output_A"]), len(r["output_B"])
+        assert r["label"] == ("A" if a > b else "B" if b > a else "tie")
+    score = score_sheet(copy, key_path)
+    assert score["wins"] + score["ties"] + score["losses"] == N and score["unlabeled"] == 0
+    assert (score["wins"], score["ties"], score["losses"]) == (4, 1, 3)  # longer than the reference's: items 5-8
+    coin = [r["label"] for r in _read(scripted_rater(sheet, tmp_path / "coin.csv", rule="coin", seed=5))]
+    assert set(coin) == {"A", "B"}
+    assert coin == [r["label"] for r in _read(scripted_rater(sheet, tmp_path / "coin.csv", rule="coin", seed=5))]
+    with pytest.raises(AlpacaNbError, match="is the sheet itself"):
+        scripted_rater(sheet, sheet)
+    with pytest.raises(AlpacaNbError, match="is not a scripted copy"):
+        scripted_rater(copy, tmp_path / "sheet.csv")  # a people's sheet is never written over
+    with pytest.raises(AlpacaNbError, match="unknown scripted rule"):
+        scripted_rater(sheet, tmp_path / "x.csv", rule="shortest")

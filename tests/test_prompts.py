@@ -31,6 +31,47 @@ def test_prompt_numbers_its_requirements_1_to_9_and_continues_the_seed_list(mirr
     assert f"3. Output:\n{seeds[2]['output']}\n" in prompt
 
 
+# tatsu-lab/stanford_alpaca @ f13496211289def0ff88ae673389ae14a818b4b3, prompt.txt: its requirements in order
+# (with the number it gives each) and the content our counterpart must carry.
+ALPACA_REQUIREMENTS = [
+    (1, ["not to repeat the verb", "maximize diversity"]),
+    (2, ["language", "diverse", "questions", "imperative instructions"]),
+    (3, ["types", "diverse", "open-ended generation", "classification", "editing"]),
+    (2, ["GPT language model", "complete the instruction", "visual or audio output", "wake you up at 5pm",
+         "set a reminder", "cannot"]),
+    (3, ["in English"]),
+    (4, ["1 to 2 sentences long", "Either an imperative sentence or a question is permitted"]),
+    (5, ["appropriate input", "specific example", "realistic data", "simple placeholders", "challenging",
+         "100 words"]),
+    (6, ["Not", "input", "general", '"what is the highest peak in the world"', "specific context",
+         '"<noinput>" in the input field']),
+    (7, ["output", "appropriate response to the instruction and the input", "less than 100 words"]),
+]
+ALPACA_TASK_TYPES = ("open-ended generation", "classification", "editing")
+# Task types other instruction-generation prompts name and prompt.txt does not: naming them shifts the task mix.
+OTHER_TASK_TYPES = ("rewriting", "question answering", "brainstorming", "reasoning", "summarization",
+                    "translation", "extraction", "coding", "programming", "math", "role-play", "chat", "dialogue",
+                    "creative writing", "closed qa", "open qa")
+
+
+def test_prompt_has_alpacas_content_requirement_by_requirement():
+    assert PROMPT_HEADER.startswith(
+        "You are asked to come up with a set of 20 diverse task instructions. These task instructions will be "
+        "given to a GPT model and we will evaluate the GPT model for completing the instructions.\n\n"
+        "Here are the requirements:\n1. ")
+    assert PROMPT_HEADER.endswith(".\n\nList of 20 tasks:\n")
+    body = PROMPT_HEADER.split("Here are the requirements:\n")[1].split("\n\nList of")[0]
+    ours = re.split(r"^\d+\. ", body, flags=re.M)[1:]
+    assert len(ours) == len(ALPACA_REQUIREMENTS)
+    for i, (text, (upstream_number, content)) in enumerate(zip(ours, ALPACA_REQUIREMENTS), start=1):
+        missing = [c for c in content if c.lower() not in text.lower()]
+        assert not missing, f"our requirement {i} (prompt.txt's {upstream_number}.) lacks {missing}"
+    types = re.search(r"diverse: (.+?),? and so on\.", ours[2]).group(1)
+    assert re.split(r",\s*|\s+and\s+", types) == list(ALPACA_TASK_TYPES)
+    extra = [t for t in OTHER_TASK_TYPES if re.search(rf"\b{re.escape(t)}\b", PROMPT_HEADER, re.IGNORECASE)]
+    assert not extra, f"the prompt names task types that prompt.txt does not: {extra}"
+
+
 def test_parse_keeps_well_formed_tasks_and_maps_noinput():
     text = response(("Name three fruits that are red in color.", "<noinput>", "Apple, cherry, strawberry."),
                     ("Classify the sentiment of the review as positive or negative.", "The food was cold.",

@@ -40,6 +40,89 @@ def test_templates_are_alpacas_verbatim():
         "### Input:\n2, 3\n\n### Response:")
 
 
+def test_alpaca_lora_template_is_verbatim():
+    """tloen/alpaca-lora @ 8d58d37, templates/alpaca.json: as Stanford's, with a newline after the header."""
+    assert sft.format_prompt("Name a fruit.", template="alpaca-lora") == (
+        "Below is an instruction that describes a task. Write a response that appropriately completes the "
+        "request.\n\n### Instruction:\nName a fruit.\n\n### Response:\n")
+    assert sft.format_prompt("Sum them.", "2, 3", template="alpaca-lora") == (
+        "Below is an instruction that describes a task, paired with an input that provides further context. "
+        "Write a response that appropriately completes the request.\n\n### Instruction:\nSum them.\n\n"
+        "### Input:\n2, 3\n\n### Response:\n")
+    with pytest.raises(AlpacaNbError, match="unknown template 'vicuna'"):
+        sft.format_prompt("x", template="vicuna")
+
+
+CORPUS = ["Below is an instruction that describes a task. Write a response that appropriately completes the request.",
+          "### Instruction: Name the capital of France. ### Response: Paris is the capital of France.",
+          "Give three tips for staying healthy. Eat well, move, sleep."] * 3
+CAPITAL = {"instruction": "Name the capital of France.", "input": "", "output": "Paris is the capital of France."}
+
+
+def llama_style_tokenizer(corpus: list[str]):
+    """A LLaMA-like SentencePiece tokenizer built offline: BPE, Metaspace (prepend "▁" to every text), BOS first."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"],
+                                                        initial_alphabet=list("\n#:")))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+@pytest.mark.parametrize("template", ["stanford", "alpaca-lora"])
+def test_sentencepiece_response_is_tokenised_as_part_of_the_whole_text(template):
+    """A SentencePiece tokenizer gives a text's first word a leading "▁": tokenised alone, "Paris" would be
+    "▁Paris", a token the original (which tokenises prompt + output together) never trained on."""
+    tok = llama_style_tokenizer(CORPUS)
+    prompt = sft.format_prompt(CAPITAL["instruction"], template=template)
+    examples = sft.preprocess([CAPITAL], tok, template=template)
+    ids, labels = examples[0]["input_ids"], examples[0]["labels"]
+    assert ids == tok(prompt + CAPITAL["output"])["input_ids"] + [tok.eos_token_id] and ids[0] == tok.bos_token_id
+    trained = tok.convert_ids_to_tokens([i for i, label in zip(ids, labels) if label != -100])
+    assert trained[:2] == ["Pa", "ris"] and trained[-1] == "</s>"
+    assert tok.convert_ids_to_tokens(tok(CAPITAL["output"], add_special_tokens=False)["input_ids"])[0] == "▁Paris"
+    assert (examples.boundary_by_offsets, examples.boundary_by_prefix) == (1, 0)  # the offsets rule decided
+    assert labels.count(-100) == len(tok(prompt)["input_ids"])
+
+
+def test_a_token_straddling_the_boundary_falls_back_to_the_prompts_own_length():
+    """Trained on "Response:Paris", the tokenizer merges across the boundary: no exact split exists, so the
+    prompt is as many tokens as it has alone (stanford_alpaca's rule) and the straddling token is masked."""
+    tok = llama_style_tokenizer(CORPUS + ["### Response:Paris is the capital of France."] * 5)
+    prompt = sft.format_prompt(CAPITAL["instruction"])
+    examples = sft.preprocess([CAPITAL], tok)
+    ids, labels = examples[0]["input_ids"], examples[0]["labels"]
+    n = len(tok(prompt)["input_ids"])
+    assert (examples.boundary_by_offsets, examples.boundary_by_prefix) == (0, 1)  # the prefix rule decided
+    assert tok.convert_ids_to_tokens(ids[n - 1]) == "▁Response:Paris" and labels[:n] == [-100] * n
+    assert -100 not in labels[n:]
+
+
+def test_train_on_inputs_trains_on_every_token(tokenizer):
+    examples = sft.preprocess(RECORDS, tokenizer, template="alpaca-lora", train_on_inputs=True)
+    for record, ex in zip(RECORDS, examples):
+        prompt = sft.format_prompt(record["instruction"], record["input"], "alpaca-lora")
+        assert ex["labels"] == ex["input_ids"]
+        assert ex["input_ids"] == tokenizer(prompt + record["output"])["input_ids"] + [tokenizer.eos_token_id]
+    # a prompt that fills max_length still trains (on the prompt), as alpaca-lora keeps it
+    assert len(sft.preprocess(RECORDS, tokenizer, max_length=5, train_on_inputs=True)) == 2
+
+
+def test_validation_split_is_seeded_and_leaves_training_records():
+    records = [data.Example(f"task {i}", "", "out", "test") for i in range(10)]
+    train, val = sft.split_validation(records, 3, seed=42)
+    assert len(train) == 7 and len(val) == 3 and sorted(train + val, key=records.index) == records
+    assert (train, val) == sft.split_validation(records, 3, seed=42)
+    assert val != sft.split_validation(records, 3, seed=1)[1]
+    assert sft.split_validation(records, 0) == (records, [])
+    with pytest.raises(AlpacaNbError, match="--val-size 10 leaves no training records"):
+        sft.split_validation(records, 10)
+
+
 def test_labels_mask_exactly_the_prompt(tokenizer):
     examples = sft.preprocess(RECORDS, tokenizer, max_length=512)
     assert len(examples) == len(RECORDS)
@@ -53,6 +136,9 @@ def test_labels_mask_exactly_the_prompt(tokenizer):
         assert tokenizer.decode(ids[:n]) == prompt
         assert ids[-1] == tokenizer.eos_token_id
         assert tokenizer.decode(ids[n:-1]) == record["output"]
+        assert ids == tokenizer(prompt + record["output"])["input_ids"] + [tokenizer.eos_token_id]  # one text
+    assert (examples.boundary_by_offsets, examples.boundary_by_prefix) == (2, 0)
+    assert examples.truncated_examples == examples.dropped_examples == 0
 
 
 def test_truncation_keeps_the_mask_and_drops_prompt_only_examples(tokenizer):
@@ -63,6 +149,11 @@ def test_truncation_keeps_the_mask_and_drops_prompt_only_examples(tokenizer):
     assert cut[0]["labels"][n_prompt[0]:] == full[0]["input_ids"][n_prompt[0]:n_prompt[0] + 3]
     # the second prompt is longer than the limit: nothing to learn, so it is dropped
     assert n_prompt[1] >= n_prompt[0] + 3 and len(cut) == 1
+    assert (cut.truncated_examples, cut.dropped_examples) == (1, 1)  # the kept one lost its EOS
+    assert cut[0]["input_ids"][-1] != tokenizer.eos_token_id
+    exact = sft.preprocess(RECORDS[:1], tokenizer, max_length=len(full[0]["input_ids"]))  # EOS just fits
+    assert exact.truncated_examples == 0 and exact[0]["input_ids"][-1] == tokenizer.eos_token_id
+    assert sft.preprocess(RECORDS[:1], tokenizer, max_length=len(full[0]["input_ids"]) - 1).truncated_examples == 1
     with pytest.raises(AlpacaNbError, match="max_length"):
         sft.preprocess(RECORDS, tokenizer, max_length=5)
 

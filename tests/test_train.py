@@ -217,3 +217,56 @@ def test_precision_auto_picks_bf16_only_where_the_device_computes_it_natively(mo
     assert use_bf16(resolve_config("cpu-demo", data=["x"], output_dir="o", precision="bf16"), False, 1)
     with pytest.raises(AlpacaNbError, match="unknown precision 'fp8'"):
         resolve_config("cpu-demo", data=["x"], output_dir="o", precision="fp8")
+
+
+def test_presets_sample_prompt_and_validate_as_the_recipes_they_claim(tmp_path):
+    """alpaca-7b/-13b: stanford_alpaca (random batches, prompt masked, its template, no validation split);
+    alpaca-lora-7b: tloen/alpaca-lora's finetune.py defaults; cpu-demo alone groups by length, for speed."""
+    from alpaca_nb.train import training_arguments
+
+    def resolved(preset, **overrides):
+        config = resolve_config(preset, data=["x.json"], output_dir=str(tmp_path / preset), **overrides)
+        return config, training_arguments(config, 1, None)
+
+    for preset in ("alpaca-7b", "alpaca-13b"):
+        config, args = resolved(preset)
+        assert (config.batching, config.template, config.train_on_inputs, config.val_size) == \
+            ("random", "stanford", False, 0)
+        assert args.train_sampling_strategy == "random" and args.eval_strategy == "no"
+    config, args = resolved("alpaca-lora-7b")
+    assert (config.batching, config.template, config.train_on_inputs, config.val_size) == \
+        ("random", "alpaca-lora", True, 2000)
+    assert (args.train_sampling_strategy, args.eval_strategy, args.eval_steps, args.save_steps) == \
+        ("random", "steps", 200, 200)
+    assert (args.logging_steps, args.save_total_limit, args.warmup_steps) == (10, 3, 100)
+    config, args = resolved("cpu-demo")
+    assert (config.batching, config.template, config.train_on_inputs, config.val_size) == \
+        ("grouped", "stanford", False, 0)
+    assert args.train_sampling_strategy == "group_by_length"
+    assert resolved("alpaca-lora-7b", batching="grouped")[1].train_sampling_strategy == "group_by_length"
+    with pytest.raises(AlpacaNbError, match="unknown template 'vicuna'"):
+        resolved("cpu-demo", template="vicuna")
+    with pytest.raises(AlpacaNbError, match="--val-size -1"):
+        resolved("cpu-demo", val_size=-1)
+
+
+def test_cli_trains_as_alpaca_lora_with_a_validation_split(data_file, tiny_model, tmp_path, capsys):
+    """--template alpaca-lora --train-on-inputs --val-size: one record held out, its loss evaluated every step
+    into the loss log; --max-length 20 cuts every example's EOS (the prompts alone are longer): all counted."""
+    out = tmp_path / "lora-style"
+    assert cli.main(["train", "--data", str(data_file), "--model", str(tiny_model), "--output-dir", str(out),
+                     "--template", "alpaca-lora", "--train-on-inputs", "--val-size", "1", "--eval-steps", "1",
+                     "--max-steps", "2", "--micro-batch-size", "1", "--effective-batch-size", "1",
+                     "--max-length", "20", "--lr", "1e-3"]) == 0
+    summary = read_json(out / "train_summary.json")
+    assert '"truncated_examples": 3' in capsys.readouterr().out  # printed too
+    assert (summary["num_examples"], summary["num_val_examples"], summary["truncated_examples"]) == (3, 1, 3)
+    log = read_jsonl(out / "loss_log.jsonl")
+    assert [e["step"] for e in log if "eval_loss" in e] == [1, 2]
+    assert [e["step"] for e in log if "loss" in e] == [1, 2]
+    assert summary["eval_loss_last"] == log[-1]["eval_loss"] and summary["train_loss_last"] is not None
+    resolved = read_json(out / "resolved_config.json")
+    assert (resolved["template"], resolved["train_on_inputs"], resolved["val_size"]) == ("alpaca-lora", True, 1)
+    assert (out / "loss_curve.png").stat().st_size > 0
+    assert cli.main(["train", "--data", str(data_file), "--output-dir", str(tmp_path / "x"), "--val-size", "4"]) == 2
+    assert "--val-size 4 leaves no training records" in capsys.readouterr().err
