@@ -25,11 +25,12 @@ The numbers, over the compared items:
   below 0 worse than chance); ``None`` when p_e = 1 (both always give the one same verdict), where it is undefined;
 - ``confusion``: ``{human verdict: {judge verdict: count}}`` (rows the rater, columns the judge).
 
-Every share is a fraction in [0, 1], ``None`` when nothing was compared. scikit-learn's ``cohen_kappa_score`` gives
-the same κ; it is not a dependency, so it is computed here.
+Every share is a fraction in [0, 1], ``None`` when nothing was compared. κ and the table are scikit-learn's
+``cohen_kappa_score`` (unweighted) and ``confusion_matrix`` over the three verdicts, in that order.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -48,23 +49,30 @@ def judge_verdict(preference: Any) -> str | None:
 
 
 def confusion_table(pairs: Sequence[tuple[str, str]]) -> dict[str, dict[str, int]]:
-    """``{first: {second: count}}`` over :data:`~alpaca_nb.human_eval.VERDICTS` for (first, second) verdict pairs."""
-    table = {row: {col: 0 for col in VERDICTS} for row in VERDICTS}
-    for first, second in pairs:
-        table[first][second] += 1
-    return table
+    """``{first: {second: count}}`` over :data:`~alpaca_nb.human_eval.VERDICTS` for (first, second) verdict pairs
+    (scikit-learn's ``confusion_matrix``: rows the first rater, columns the second)."""
+    if not pairs:
+        return {row: {col: 0 for col in VERDICTS} for row in VERDICTS}
+    from sklearn.metrics import confusion_matrix
+
+    matrix = confusion_matrix([p[0] for p in pairs], [p[1] for p in pairs], labels=list(VERDICTS))
+    return {row: {col: int(matrix[i][j]) for j, col in enumerate(VERDICTS)} for i, row in enumerate(VERDICTS)}
 
 
 def cohen_kappa(pairs: Sequence[tuple[str, str]]) -> float | None:
-    """Cohen's κ of two raters' verdicts, as scikit-learn's ``cohen_kappa_score`` (unweighted); ``None`` when
-    there are no pairs or chance agreement is 1 (κ undefined)."""
-    n = len(pairs)
-    if not n:
+    """Cohen's κ of two raters' (first, second) verdicts: scikit-learn's ``cohen_kappa_score`` (unweighted), ``None``
+    where it is undefined (no pairs, or chance agreement 1: both always give the one same verdict)."""
+    if not pairs:
         return None
-    table = confusion_table(pairs)
-    observed = sum(table[v][v] for v in VERDICTS) / n
-    chance = sum(sum(table[v].values()) * sum(table[r][v] for r in VERDICTS) for v in VERDICTS) / n ** 2
-    return None if chance == 1 else (observed - chance) / (1 - chance)
+    import warnings
+
+    from sklearn.exceptions import UndefinedMetricWarning
+    from sklearn.metrics import cohen_kappa_score
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        kappa = cohen_kappa_score([p[0] for p in pairs], [p[1] for p in pairs], labels=list(VERDICTS))
+    return None if math.isnan(kappa) else float(kappa)
 
 
 def _same_text(a: str, b: str) -> bool:

@@ -218,7 +218,7 @@ def score_sheet(sheet_path: str | Path, key_path: str | Path | None = None) -> d
 
 
 SCRIPTED_RULES = ("longer", "coin")
-RATER_COLUMN = "rater"  # extra column of a scripted copy: every row says who filled it, so it is never taken for people's
+RATER_COLUMN = "rater"  # extra column of a scripted copy: each row says who filled it, never mistaken for people's
 
 
 def scripted_rater(sheet_path: str | Path, out_path: str | Path, rule: str = "longer", seed: int = 0) -> Path:

@@ -62,21 +62,32 @@ _BARE = r"\(?([ab])\)?(?=\s*(?:$|[.,;:!)\n]|is\b|wins\b|because\b))"
 _KEY = (r"(?:verdict|final answer|answer|winner|decision|choice|better output|best output|prefer(?:red|ence)?"
         r"|choose|pick|select)")
 _TIE = r"(?:tie|draw|equal|equally|same quality|both (?:are )?(?:equally )?(?:good|bad|fine))"
+_ADJ = (r"(?:helpful|accurate|correct|complete|relevant|appropriate|informative|detailed|useful|thorough|clear"
+        r"|concise|coherent|comprehensive|precise)")
+# what a label is said to be: a winner (better, wins, ...) or a loser (worse, inferior, less helpful, loses, ...)
+_POLAR = re.compile(rf"\b(?:(?P<win>better|best|superior|preferred|preferable|stronger|the winner|wins|won"
+                    rf"|outperforms|beats|more {_ADJ})|(?P<lose>worse|worst|inferior|weaker|poorer|loses|lost"
+                    rf"|the loser|underperforms|falls short|lacks|misses|fails|has errors|contains errors"
+                    rf"|is wrong|is incorrect|less {_ADJ}))\b")
+_NEGATION = re.compile(r"\b(?:not|never|neither|nor|no|cannot)\b")
 _BRACKETS = re.compile(r"\[\[\s*(a|b|c|tie)\s*\]\]")
 _WHOLE = re.compile(rf"^(?:the better (?:one|output) is\s*)?(?:{_NAMED}|\(?([ab])\)?)(?:\s+is (?:the )?better)?$")
-_LEADING = re.compile(rf"^(?:{_KEY}\s*(?:is)?\s*[:=\-]?\s*)?(?:{_NAMED}|{_BARE}|({_TIE})\b)"
-                      r"(?!\)?\s*(?:&|(?:and|or|vs|versus)\b))")
+_KEYED_CLAUSE = re.compile(rf"^(?:.*\b{_KEY}\s*(?:is)?\s*[:=\-]?\s*)?(?:{_NAMED}|\(?([ab])\)?|({_TIE}))"
+                           r"(?:\s+is (?:the )?(?:better|best))?$")
 _KEYED = re.compile(rf"{_KEY}\s*(?:is)?\s*[:=\-]?\s*(?:{_NAMED}|{_BARE}|(?:a )?({_TIE})\b)")
-_PRAISED = re.compile(rf"{_NAMED}\s+is\s+(?:clearly\s+|slightly\s+|much\s+)?(?:the\s+)?(?:better|best|superior|"
-                      r"preferred|more (?:helpful|accurate|correct|complete|relevant|appropriate|informative))")
+_NOT_AS_GOOD = re.compile(rf"{_NAMED}\s+(?:is|was|does|seems)\s+not\s+(?:quite\s+)?as\s+(?:good|strong|{_ADJ})"
+                          rf"\s+as\s+{_NAMED}")
+_ANY_LABEL = re.compile(r"(?:output|response|answer|assistant|model|option|candidate)\s*\(?\s*([a-z]|\d+)\s*\)?"
+                        r"(?![a-z])")
 _MENTION = re.compile(_NAMED)
-_BEATEN = re.compile(rf"than\s+{_NAMED}")
 _OTHER_LABEL = re.compile(r"(?:output|response)\s*\(?\s*(?:[c-z]|\d+)\s*\)?(?![a-z])")
 _TIE_WORD = re.compile(rf"\b{_TIE}\b")
+_CLAUSE_END = re.compile(r"[.;!?\n]+|,|\b(?:but|while|whereas|however|although|though|so|hence|therefore)\b")
 
 
 def _normalise(text: str) -> str:
-    text = re.sub(r"[*_`#>\"']", " ", text.lower())
+    text = re.sub(r"n[’']t\b", " not", text.lower())  # isn't -> is not, doesn't -> does not
+    text = re.sub(r"[*_`#>\"']", " ", text)
     return re.sub(r"[ \t]+", " ", text).strip().strip(".!:; \n")
 
 
@@ -85,15 +96,63 @@ def _verdict(match: re.Match) -> str:
     return letter if letter in ("a", "b") else "tie"
 
 
+def _other(label: str) -> str:
+    return "b" if label == "a" else "a"
+
+
+def _clause_claims(clause: str, first: bool) -> tuple[set[str], bool]:
+    """The winners one clause states (a label said to win, or the other of a label said to lose) and whether
+    it says something about a label that cannot be read safely (a negated comparison, a comparison with no
+    subject, a label that does not exist)."""
+    labels = list(_ANY_LABEL.finditer(clause))
+    if _NEGATION.search(clause):
+        if m := _NOT_AS_GOOD.search(clause):  # "Output (a) is not as good as Output (b)": b wins
+            return {m.group(2)}, False
+        return set(), bool(labels) or bool(_POLAR.search(clause))
+    if (first or _KEYED_CLAUSE.match(clause) and re.search(_KEY, clause)) and (m := _KEYED_CLAUSE.match(clause)):
+        return {_verdict(m)}, False  # the clause is a label, alone or after "Verdict:" ("B", "Answer: A is better")
+    winners, unclear = set(), False
+    polar = list(_POLAR.finditer(clause))
+    for word in polar:
+        is_win = word.group("win") is not None
+        before = [lab for lab in labels if lab.end() <= word.start()
+                  and not re.search(r"\bthan\b|\bto\b", clause[lab.end():word.start()])
+                  and not _POLAR.search(clause[lab.end():word.start()])
+                  and len(clause[lab.end():word.start()].split()) <= 8]
+        after = re.match(rf"\s+(?:(?:than|to|over)\s+)?(?:both\s+)?{_ANY_LABEL.pattern}", clause[word.end():])
+        if after and not (re.match(r"\s+(?:than|to|over)\b", clause[word.end():])
+                          or word.group(0) in ("outperforms", "beats", "underperforms")):
+            after = None
+        subject = before[-1].group(1) if before else None
+        if subject is None:
+            unclear = unclear or after is not None  # "It is better than Output (b)": better than what?
+            continue
+        if subject not in ("a", "b") or (after and after.group(1) not in ("a", "b")):
+            unclear = True
+            continue
+        winners.add(subject if is_win else _other(subject))
+        if after:
+            winners.add(_other(after.group(1)) if is_win else after.group(1))
+    if not polar:
+        winners |= {_verdict(m) for m in _KEYED.finditer(clause)}
+    return winners, unclear
+
+
 def parse_verdict(text: str | None) -> str | None:
     """``"a"``, ``"b"`` or ``"tie"`` from a judge's reply, or ``None`` when it names no clear winner.
 
-    Tried in turn, the first clear reading wins: MT-Bench brackets (``[[A]]``, ``[[C]]`` = tie); the whole
-    reply is a label (``B``, ``Output (a)``); the reply opens with one (``Output (b) is better ...``,
-    ``Tie.``); the last keyed one (``Verdict: A``, ``Answer: output (b)``, ``I prefer Output (a)``); a single
-    output praised (``... Output (b) is better``); and finally a tie word with none or both outputs named, or
-    only one output named (not as the loser, ``better than Output (a)``, nor beside a label that does not
-    exist, ``Output (c)``). Case, markdown and surrounding punctuation are ignored.
+    MT-Bench brackets (``[[A]]``, ``[[C]]`` = tie) or a reply that is just a label (``B``, ``Output (a)``) are
+    read first. Otherwise the reply is cut into clauses, and a label counts only where a clause says it wins:
+    the reply opens with it (``Output (b), because ...``), it follows a key (``Verdict: A``, ``I prefer Output
+    (a)``), or it is said to be better (``Output (b) is better``, ``... more helpful``, ``... wins``); a label said
+    to lose makes the other one the winner (``Output (a) is worse than / inferior to / less helpful than Output
+    (b)``, ``Output (a) loses``, ``Output (a) is not as good as Output (b)``). The reply is read only if all its
+    claims name the same winner, and never when a clause says something about a label that cannot be read
+    safely: a negated statement (``Output (b) is not better``, ``Output (a) does not ...``), a comparison with no
+    subject (``It is better than Output (a)``) or with a label that does not exist (``Output (c)``). With no
+    claim at all: a tie word with none or both outputs named
+    is a tie, and a single output named, in a reply without any negation or comparison, is the winner.
+    Case, markdown and surrounding punctuation are ignored.
     """
     if not text or not text.strip():
         return None
@@ -101,18 +160,24 @@ def parse_verdict(text: str | None) -> str | None:
     brackets = {"tie" if x in ("c", "tie") else x for x in _BRACKETS.findall(t)}
     if len(brackets) == 1:
         return brackets.pop()
-    for pattern in (_WHOLE, _LEADING):
-        if m := pattern.search(t):
-            return _verdict(m)
-    if keyed := list(_KEYED.finditer(t)):
-        return _verdict(keyed[-1])
-    praised = {m.group(1) for m in _PRAISED.finditer(t)}
-    if len(praised) == 1:
-        return praised.pop()
+    if m := _WHOLE.search(t):
+        return _verdict(m)
+    clauses = [c.strip() for c in _CLAUSE_END.split(t) if c and c.strip()]
+    winners, unclear = set(), False
+    for i, clause in enumerate(clauses):
+        found, vague = _clause_claims(clause, first=i == 0)
+        winners |= found
+        unclear = unclear or vague
+    if unclear:
+        return None
+    if "tie" in winners:
+        return "tie" if winners == {"tie"} else None
+    if winners:
+        return winners.pop() if len(winners) == 1 and not _TIE_WORD.search(t) else None
     named = set(_MENTION.findall(t))
     if _TIE_WORD.search(t):
         return "tie" if len(named) != 1 else None
-    if len(named) != 1 or _OTHER_LABEL.search(t) or named <= set(_BEATEN.findall(t)):
+    if len(named) != 1 or _OTHER_LABEL.search(t) or _NEGATION.search(t):
         return None
     return named.pop()
 

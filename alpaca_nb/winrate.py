@@ -202,3 +202,47 @@ def plot_win_rates(table: dict[str, dict[str, Any]], title: str = "", caveats: S
                 fontsize=8, color="#B00020", bbox={"facecolor": "white", "edgecolor": "#B00020", "alpha": 0.9})
     fig.tight_layout()
     return fig
+
+
+def plot_raw_vs_lc(table: dict[str, dict[str, Any]], annotations: dict[str, Sequence[dict[str, Any]]] | None = None,
+                   title: str = "") -> Any:
+    """Raw vs length-controlled win rate per model (left; ``{model: leaderboard(...)}``), and, given each model's
+    annotations, the length bias behind the gap (right): output_2's score against how much longer it is than
+    output_1 (characters), with the mean score per length bin. Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(table)
+    fig, axes = plt.subplots(1, 2 if annotations else 1, figsize=(11 if annotations else 5.5, 3.8), squeeze=False)
+    ax = axes[0][0]
+    x = np.arange(len(names))
+    for offset, key, err, label in ((-0.2, "win_rate", "standard_error", "raw"),
+                                    (0.2, "length_controlled_winrate", None, "length-controlled")):
+        ax.bar(x + offset, [table[m].get(key) or 0 for m in names], width=0.4, label=label,
+               yerr=[table[m].get(err) or 0 for m in names] if err else None, capsize=4)
+    ax.set_xticks(x, names)
+    ax.axhline(50, ls="--", color="grey", lw=1)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("win rate vs reference (%)")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    if annotations:
+        ax = axes[0][1]
+        for name, rows in annotations.items():
+            pairs = [(len(a["output_2"]) - len(a.get("output_1") or ""), s) for a in rows
+                     if (s := preference_score(a.get("preference"))) is not None]
+            if not pairs:
+                continue
+            delta, score = np.array(pairs, dtype=float).T
+            ax.scatter(delta, score, s=8, alpha=0.3, label=name)
+            edges = np.unique(np.quantile(delta, np.linspace(0, 1, 9)))
+            bins = np.clip(np.digitize(delta, edges[1:-1]), 0, len(edges) - 2)
+            centres = [delta[bins == b].mean() for b in range(len(edges) - 1) if (bins == b).any()]
+            means = [score[bins == b].mean() for b in range(len(edges) - 1) if (bins == b).any()]
+            ax.plot(centres, means, marker="o")
+        ax.axvline(0, ls="--", color="grey", lw=1)
+        ax.set_xlabel("len(model answer) - len(reference answer), characters")
+        ax.set_ylabel("score (0 = reference wins, 1 = model wins)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -125,7 +125,9 @@ def test_alpaca_lora_prompt_format_prompts_as_alpaca_lora_trained(tmp_path, caps
     assert stub.requests[-1]["path"] == "/v1/completions"
     assert stub.requests[-1]["body"]["prompt"].endswith("### Response:\n")
     assert read_json(tmp_path / "outputs.json")[0]["answer_settings"]["prompt_format"] == "alpaca-lora"
-    assert main(["answer", "--prompt-format", "vicuna"]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        main(["answer", "--prompt-format", "vicuna"])
+    assert exit_.value.code == 2
     assert "invalid choice: 'vicuna'" in capsys.readouterr().err
 
 

@@ -35,7 +35,36 @@ TRICKY = [
 ]
 
 
-@pytest.mark.parametrize("reply, expected", TRICKY)
+# A label counts only where the reply says it wins: loser-first replies, negations and comparatives, read as a
+# person reads them; what a person could read two ways is unparseable (None), never guessed.
+LOSER_FIRST = [
+    ("Output (a) has errors, so Output (b) is better.", "b"), ("Output (a) is worse than Output (b).", "b"),
+    ("Verdict: Output (a) loses.", "b"), ("Output (a) is not as good as Output (b).", "b"),
+    ("Output (a) isn't as helpful as Output (b).", "b"), ("Output (a) is inferior to Output (b).", "b"),
+    ("Output (a) is less helpful than Output (b).", "b"), ("Output (b) is less helpful than Output (a).", "a"),
+    ("Output (b) is worse.", "a"), ("**Output (a)** is clearly the weaker answer.", "b"),
+    ("Output (b) loses to Output (a).", "a"), ("Output (a) falls short of Output (b).", "b"),
+    ("Response B is superior to Response A.", "b"), ("Output (b) outperforms Output (a).", "b"),
+    ("Output (a) is the better response; Output (b) is worse.", "a"),
+    ("Output (a) is more verbose but Output (b) is more accurate.", "b"),
+    ("Output (a) is less accurate, so I prefer Output (b).", "b"),
+    ("I prefer Output (b) because Output (a) is wrong.", "b"), ("I would choose Output (a) over Output (b).", "a"),
+    ("Output (a) fails to follow the instruction; Output (b) is correct.", "b"),
+    ("Output (b) is the winner because Output (a) has errors", "b"), ("No, Output (b) is better", "b"),
+    ("Output (a) is worse than Output (b), so the verdict is Output (b).", "b"), ("The answer is B.", "b"),
+    # ambiguous or unreadable: None
+    ("Output (a) is not better than Output (b).", None), ("Output (b) is not better.", None),
+    ("Neither Output (a) nor Output (b) is better.", None), ("I do not prefer Output (a).", None),
+    ("Output (b) doesn't follow the instruction.", None), ("Verdict: Output (b) is not the better one.", None),
+    ("Output (a) is better. Actually no, Output (a) is not better.", None),
+    ("Output (a) is better than Output (b), but Output (a) is worse.", None),
+    ("Output (a) is more detailed, but Output (b) is more accurate.", None),
+    ("Output (a), which has errors, is worse than Output (b).", None), ("It is worse than Output (a).", None),
+    ("Output (a) is better, it is a tie.", None), ("Output (c) is worse than Output (a).", None),
+]
+
+
+@pytest.mark.parametrize("reply, expected", TRICKY + LOSER_FIRST)
 def test_parse_verdict(reply, expected):
     assert parse_verdict(reply) == expected
 
