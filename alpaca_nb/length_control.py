@@ -29,6 +29,7 @@ and the result says so in ``lc_glm``.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -90,7 +91,11 @@ def _fit(features, probs, sample_weight=None):
         losses = target * np.log(y_pred) + (1 - target) * np.log(1 - y_pred)
         return -np.mean(losses if true_sample_weight is None else losses * true_sample_weight)
 
-    with sklearn.config_context(enable_metadata_routing=True):
+    from sklearn.exceptions import ConvergenceWarning
+
+    # liblinear's "failed to converge" on a few dozen annotations is silenced: the result is AlpacaEval's either way
+    with sklearn.config_context(enable_metadata_routing=True), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
         scorer = make_scorer(log_loss, response_method="predict_proba", greater_is_better=False)
         scorer = scorer.set_score_request(true_prob=True, true_sample_weight=True)
         # l1_ratios=(1,) is penalty="l1" (its name in scikit-learn >= 1.8)
@@ -110,7 +115,10 @@ def length_controlled_winrate(annotations: Sequence[dict[str, Any]], scores: Seq
     ``scores`` are output_2's per-annotation scores in [0, 1] (``None``: left out of the fit), as
     :func:`alpaca_nb.winrate.preference_score` gives them. ``instruction_difficulty`` is
     :func:`read_instruction_difficulty`'s result, indexed by the annotation's position; without it the minimal
-    formula is fitted. The values are ``None`` when the GLM cannot be fitted: an annotation lacks
+    formula is fitted. On a few dozen annotations the cross-validated L1 fit often shrinks every weight to 0 and
+    gives 50: the length-controlled rate is meant for hundreds of annotations. When every kept score is the same
+    (all wins, all losses or all draws) the rate is that score. The values are ``None`` when the GLM cannot be
+    fitted: an annotation lacks
     ``output_1`` (text), fewer than 5 scores are kept, or all length differences are equal. When output_1 and
     output_2 come from the same generator the rate is 50 by construction, as in AlpacaEval.
     """
@@ -126,8 +134,14 @@ def length_controlled_winrate(annotations: Sequence[dict[str, Any]], scores: Seq
         return none | {"length_controlled_winrate": 50.0, "lc_standard_error": 0.0}
     if not annotations or any(not isinstance(a.get("output_1"), str) for a in annotations):
         return none
+    kept = {s for s in scores if s is not None}
     if sum(s is not None for s in scores) < N_SPLITS:
         return none
+    if len(kept) == 1:
+        # Nothing to fit: every kept verdict is the same. AlpacaEval's fit then gives 50 for all losses (liblinear
+        # sees one class) and ~100 for all wins; here the rate is the raw one, whatever the lengths (a named
+        # difference, README "What differs from the originals").
+        return none | {"length_controlled_winrate": kept.pop() * 100, "lc_standard_error": 0.0}
     delta = np.array([len(a["output_1"]) - len(a["output_2"]) for a in annotations], dtype=float)
     sd = delta.std(ddof=1)
     if not sd > 0:

@@ -218,8 +218,9 @@ def plot_raw_vs_lc(table: dict[str, dict[str, Any]], annotations: dict[str, Sequ
     x = np.arange(len(names))
     for offset, key, err, label in ((-0.2, "win_rate", "standard_error", "raw"),
                                     (0.2, "length_controlled_winrate", None, "length-controlled")):
-        ax.bar(x + offset, [table[m].get(key) or 0 for m in names], width=0.4, label=label,
-               yerr=[table[m].get(err) or 0 for m in names] if err else None, capsize=4)
+        bars = ax.bar(x + offset, [table[m].get(key) or 0 for m in names], width=0.4, label=label,
+                      yerr=[table[m].get(err) or 0 for m in names] if err else None, capsize=4)
+        ax.bar_label(bars, fmt="%.1f", padding=2)
     ax.set_xticks(x, names)
     ax.axhline(50, ls="--", color="grey", lw=1)
     ax.set_ylim(0, 100)

@@ -10,7 +10,7 @@ import pytest
 from alpaca_nb import heldout
 from alpaca_nb.answers import load_local_model
 from alpaca_nb.cli import main
-from alpaca_nb.sft import IGNORE_INDEX, preprocess
+from alpaca_nb.sft import IGNORE_INDEX, format_prompt, preprocess
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,10 @@ def test_loss_masks_the_prompt_exactly_and_matches_per_example_losses(tiny_model
     lm = load_local_model(tiny_model)
     tasks = heldout.heldout_tasks(6, seed=1)
     result = heldout.teacher_forced_loss(lm, tasks, max_length=2048, batch_size=4, bf16=False, progress=False)
-    # known count: every reference token plus its EOS, and nothing of the prompt
-    expected_tokens = sum(len(lm.tokenizer(t.output, add_special_tokens=False)["input_ids"]) + 1 for t in tasks)
+    # known count: the tokens of prompt + reference (one text, as stanford_alpaca) after the prompt's own, + EOS
+    prompts = [format_prompt(t.instruction, t.input) for t in tasks]
+    expected_tokens = sum(len(lm.tokenizer(p + t.output)["input_ids"]) - len(lm.tokenizer(p)["input_ids"]) + 1
+                          for p, t in zip(prompts, tasks))
     assert result["n_tokens"] == expected_tokens and result["n_scored"] == 6
     # the same number one example at a time, through the model's own (mean) loss
     import torch

@@ -195,6 +195,10 @@ def test_length_control_removes_a_pure_length_effect():
     assert board["length_controlled_winrate"] < board["win_rate"] - 10  # length explains most of the advantage
     same = leaderboard([r | {"generator_2": "ref"} for r in rows])
     assert same["length_controlled_winrate"] == 50  # a model against itself, as AlpacaEval defines it
+    for verdict, rate in ((1, 0.0), (2, 100.0), (1.5, 50.0)):  # nothing to fit: the raw rate
+        assert leaderboard([r | {"preference": verdict} for r in rows])["length_controlled_winrate"] == rate
+    few = leaderboard(rows[:4])  # fewer than 5 kept: cannot cross-validate
+    assert few["length_controlled_winrate"] is None and few["win_rate"] is not None
 
 
 def test_plot_raw_vs_lc(tmp_path):
