@@ -27,7 +27,7 @@ from .data import Example, load_alpaca_eval, load_davinci_user_oriented, load_us
 from .errors import AlpacaNbError
 from .fileio import atomic_write_json, read_json
 from .generate_requests import complete_once
-from .model import check_model_folder, model_identity, resolve_model
+from .model import attach_lora_adapter, check_model_folder, model_identity, resolve_model
 from .paths import outputs_dir
 from .server import Endpoint
 from .sft import format_prompt
@@ -165,12 +165,10 @@ def load_local_model(path: str | Path | None = None, dtype: str = "float32") -> 
 
         base = Path(resolve_model(PeftConfig.from_pretrained(path).base_model_name_or_path))
     model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype))
-    if base != path:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, path)
     tok_dir = path if (path / "tokenizer_config.json").exists() else base
     tokenizer = AutoTokenizer.from_pretrained(tok_dir, padding_side="left")
+    if base != path:
+        model = attach_lora_adapter(model, path, tokenizer)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LocalModel(model.eval(), tokenizer, path.name, str(path))

@@ -161,9 +161,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                                    "Options left out take the --preset's values.")
     p.add_argument("--mode", choices=("full", "fsdp", "8bit"), default="full",
                    help="full: one device; fsdp: FSDP full_shard under torchrun; 8bit: LLM.int8 base + LoRA")
-    p.add_argument("--data", nargs="+", required=True, metavar="PATH", help="Alpaca-format .json/.jsonl file(s)")
+    p.add_argument("--data", nargs="+", metavar="PATH",
+                   help="Alpaca-format .json/.jsonl file(s) (required unless --estimate-memory)")
     p.add_argument("--model", default="default", help="Hugging Face model folder (default: embedded SmolLM2-135M)")
-    p.add_argument("--output-dir", required=True, help="where the model, logs, checkpoints and summary go")
+    p.add_argument("--output-dir", help="where the model, logs, checkpoints and summary go (required unless "
+                                        "--estimate-memory)")
     p.add_argument("--preset", default="cpu-demo", help="alpaca-7b | alpaca-13b | alpaca-lora-7b | cpu-demo")
     p.add_argument("--nproc", type=int, help="fsdp: processes to launch (default: one per GPU, 2 on CPU)")
     p.add_argument("--optim", choices=("adamw_torch", "adamw_8bit"), help="adamw_8bit: bitsandbytes 8-bit AdamW")
@@ -181,7 +183,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                                                 "every --eval-steps (alpaca-lora: 2000; 0: none)")
     p.add_argument("--eval-steps", type=int, help="evaluate the validation split every N optimizer steps (200)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"),
-                   help="auto (default): bf16 mixed precision where the GPU/CPU does bf16 natively, else fp32")
+                   help="auto (default): bf16 mixed precision where the GPU/CPU does bf16 natively, else fp16 "
+                        "on a GPU (T4, V100) and fp32 on a CPU")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None, help="recompute activations")
     p.add_argument("--resume", action="store_true", default=None, help="continue from the last checkpoint")
     p.add_argument("--overwrite", action="store_true", default=None, help="discard checkpoints of an earlier run")
@@ -198,13 +201,29 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lora-alpha", type=int)
     p.add_argument("--lora-dropout", type=float)
     p.add_argument("--lora-target-modules", nargs="+", metavar="NAME")
+    p.add_argument("--estimate-memory", action="store_true",
+                   help="print the GPU memory and host RAM this run would need (from the model's config.json, or "
+                        "--model llama-7b / llama-13b) for --mode, --micro-batch-size, --max-length and --nproc "
+                        "GPUs, and exit without loading anything")
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from . import train, train_config
+    from . import train_config
 
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "func", "preset", "nproc")}
+    options = {k: v for k, v in vars(args).items()
+               if k not in ("command", "func", "preset", "nproc", "estimate_memory")}
+    if args.estimate_memory:
+        from . import memory
+
+        config = train_config.resolve_config(args.preset, **options | {"data": args.data or [],
+                                                                       "output_dir": args.output_dir or ""})
+        print(memory.format_estimate(memory.estimate_for_config(config, train_config.check_nproc(args.nproc))))
+        return
+    if not args.data or not args.output_dir:
+        raise AlpacaNbError("the following arguments are required: --data, --output-dir (or give --estimate-memory)")
+    from . import train
+
     summary = train.train(train_config.resolve_config(args.preset, **options), nproc=args.nproc)
     if train.is_main_process():
         _print_json(summary)

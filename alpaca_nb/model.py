@@ -123,3 +123,17 @@ def model_identity(model: str | Path) -> dict[str, str | None]:
         except (ValueError, KeyError, TypeError):
             pass  # a broken adapter config fails when the model loads, with its own message
     return {"model": str(path.resolve()), "weights": digest.hexdigest()[:16]}
+
+
+def attach_lora_adapter(base_model, adapter_dir: str | Path, tokenizer):
+    """``base_model`` with the LoRA adapter in ``adapter_dir`` on top (a peft ``PeftModel``).
+
+    Training adds a pad token to a tokenizer without one (:func:`alpaca_nb.sft.add_pad_token`), and peft then
+    saves the grown embeddings with the adapter; the base's embeddings are grown to ``len(tokenizer)`` (the
+    adapter's tokenizer) first, else loading fails with "size mismatch [49153, ...] vs [49152, ...]".
+    """
+    from peft import PeftModel
+
+    if len(tokenizer) > base_model.get_input_embeddings().weight.shape[0]:
+        base_model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    return PeftModel.from_pretrained(base_model, str(adapter_dir))

@@ -1,13 +1,15 @@
 """Lesson 04: supervised fine-tuning with the Hugging Face Trainer, in one of three modes.
 
-- ``full``: every weight trained on one device (bf16 mixed precision where the GPU or CPU computes bf16
-  natively, else fp32; ``precision`` forces either);
+- ``full``: every weight trained on one device, even when more GPUs are visible (bf16 mixed precision where
+  the GPU or CPU computes bf16 natively, else fp16 with loss scaling on a GPU (T4, V100) and fp32 on a CPU;
+  TF32 matmuls from Ampere on; ``precision`` forces bf16 or fp32; weights stay fp32 in every mode but 8bit);
   ``optim="adamw_8bit"`` swaps in bitsandbytes' 8-bit AdamW (optimizer state 4x smaller).
 - ``fsdp``: FSDP ``full_shard`` with the decoder layer class auto-wrapped, one process per GPU under torchrun
   (Alpaca's 7B recipe: 4 A100s). :func:`train` launches torchrun itself when it is not already under it.
   On CPU it runs over gloo (accelerate only shards multi-GPU runs, so :class:`SFTTrainer` switches it on).
 - ``8bit``: the base model loaded in 8 bits with bitsandbytes (LLM.int8) and LoRA adapters trained with peft,
-  alpaca-lora style; the adapters are saved and, with ``merge_lora``, merged into a full-precision copy.
+  alpaca-lora style (on a GPU the base loads in bf16/fp16, the run's precision); the adapters are saved and,
+  with ``merge_lora``, merged into a full-precision copy.
 
 Every run writes into ``output_dir``: ``model/`` (or ``adapter/`` [+ ``model/`` when merged]) with its
 tokenizer, ``resolved_config.json``, ``loss_log.jsonl``, ``loss_curve.png``, ``train_summary.json`` and
@@ -23,11 +25,14 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from .checkpoints import (CHECKPOINTS_DIR, FSDP_CHECKPOINT_CONFIG, is_main_process,  # noqa: F401 (re-exported)
+                          resume_checkpoint, save_final_model, skip_final_checkpoint)
 from .errors import AlpacaNbError
 from .fileio import atomic_write_json, read_json, write_jsonl
-from .model import resolve_model
+from .model import attach_lora_adapter, resolve_model
 from .sft import add_pad_token, load_records, preprocess, split_validation
-from .train_config import TrainConfig, capped_warmup_steps, check_nproc, use_bf16
+from .train_config import (TrainConfig, capped_warmup_steps, check_nproc, load_dtype, tf32_available,
+                           training_precision)
 from .train_report import (loss_log, loss_summary, non_pad_fraction, peak_memory,  # noqa: F401 (re-exported)
                            plot_loss_curve, weights_watch)
 
@@ -41,11 +46,6 @@ LOSS_LOG_FILE = "loss_log.jsonl"
 def under_torchrun() -> bool:
     """True inside a process that torchrun (or another distributed launcher) started."""
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
-
-
-def is_main_process() -> bool:
-    """True outside a distributed run, and in its rank-0 process."""
-    return int(os.environ.get("RANK", 0)) == 0
 
 
 def default_nproc() -> int:
@@ -90,8 +90,9 @@ def load_model(config: TrainConfig):
     if not Path(model_dir, "config.json").is_file():
         raise AlpacaNbError(f"{model_dir}: not a Hugging Face model folder (no config.json); give --model DIR")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    dtype = getattr(torch, load_dtype(config, torch.cuda.is_available(), int(os.environ.get("WORLD_SIZE", 1))))
     if config.mode != "8bit":
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
         add_pad_token(tokenizer, model)
         return model, tokenizer
 
@@ -99,7 +100,7 @@ def load_model(config: TrainConfig):
     from transformers import BitsAndBytesConfig
 
     model = AutoModelForCausalLM.from_pretrained(
-        model_dir, quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map={"": _device()})
+        model_dir, quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map={"": _device()}, dtype=dtype)
     add_pad_token(tokenizer, model)
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
@@ -109,15 +110,7 @@ def load_model(config: TrainConfig):
 
 def _trainer_class():
     """:class:`transformers.Trainer` that counts real and padded tokens, and runs FSDP on CPU too."""
-    from transformers import Trainer, TrainerCallback
-
-    class SkipFinalCheckpoint(TrainerCallback):
-        """The final model goes to ``model/``; a checkpoint at the last step would only duplicate it
-        (plus twice its size in optimizer state). Regular ``save_steps`` checkpoints are kept."""
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step >= state.max_steps and state.global_step % args.save_steps:
-                control.should_save = False
+    from transformers import Trainer
 
     class SFTTrainer(Trainer):
         real_tokens = 0
@@ -125,7 +118,7 @@ def _trainer_class():
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self.add_callback(SkipFinalCheckpoint)
+            self.add_callback(skip_final_checkpoint())
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             mask = inputs["attention_mask"]
@@ -156,7 +149,7 @@ def _trainer_class():
 
 
 def training_arguments(config: TrainConfig, world_size: int, layer_class: str | None):
-    """The Trainer's arguments for ``config`` on ``world_size`` processes."""
+    """The Trainer's arguments for ``config`` on ``world_size`` processes, each driving one device."""
     import torch
     from transformers import TrainingArguments
 
@@ -165,11 +158,12 @@ def training_arguments(config: TrainConfig, world_size: int, layer_class: str | 
     if config.mode == "fsdp":
         kwargs["fsdp"] = True
         kwargs["fsdp_config"] = {"transformer_layer_cls_to_wrap": [layer_class], "reshard_after_forward": True,
-                                 "activation_checkpointing": config.gradient_checkpointing}
+                                 "activation_checkpointing": config.gradient_checkpointing, **FSDP_CHECKPOINT_CONFIG}
     else:
         kwargs["activation_checkpointing"] = config.gradient_checkpointing
-    return TrainingArguments(
-        output_dir=str(Path(config.output_dir) / "checkpoints"),
+    precision = training_precision(config, cuda, world_size)
+    args = TrainingArguments(
+        output_dir=str(Path(config.output_dir) / CHECKPOINTS_DIR),
         per_device_train_batch_size=config.micro_batch_size,
         gradient_accumulation_steps=config.accumulation_steps(world_size),
         learning_rate=config.learning_rate,
@@ -187,13 +181,15 @@ def training_arguments(config: TrainConfig, world_size: int, layer_class: str | 
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
         seed=config.seed,
-        bf16=use_bf16(config, cuda, world_size),
-        tf32=cuda or None,
+        bf16=precision == "bf16", fp16=precision == "fp16",
+        tf32=tf32_available(cuda) or None,  # True raises before Ampere
         use_cpu=not cuda,
         ddp_backend="gloo" if world_size > 1 and not cuda else None,
         report_to=[],
         **kwargs,
     )
+    args._n_gpu = min(args.n_gpu, 1)  # not n_gpu x the batch (nn.DataParallel, or 8-bit fed n_gpu micro-batches)
+    return args
 
 
 def build_trainer(config: TrainConfig, model, tokenizer, dataset: Sequence[dict], callbacks: Sequence[Any] = (),
@@ -212,22 +208,6 @@ def build_trainer(config: TrainConfig, model, tokenizer, dataset: Sequence[dict]
 
 
 # --- the run -------------------------------------------------------------------------------------------
-
-def _checkpoints(config: TrainConfig) -> str | None:
-    """The checkpoint to resume from (``None``: start fresh); refuses to silently overwrite earlier ones."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    folder = Path(config.output_dir) / "checkpoints"
-    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
-    if config.resume or last is None:
-        return last if config.resume else None
-    if not config.overwrite:
-        raise AlpacaNbError(f"{folder} holds checkpoints of an earlier run; pass --resume to continue it or "
-                            "--overwrite to start again")
-    if is_main_process():  # a later --resume must not pick up a checkpoint of the discarded run
-        shutil.rmtree(folder, ignore_errors=True)
-    return None
-
 
 def _finished_run(config: TrainConfig) -> None:
     """Refuse to replace a finished run (its summary, ``model/`` or ``adapter/``) unless ``overwrite``;
@@ -255,28 +235,13 @@ def _all_reduce(values: list[float], op: str) -> list[float]:
     return t.tolist()
 
 
-def _save(trainer, target: Path) -> Path:
-    """``trainer.save_model`` into ``target`` atomically (a temporary folder renamed when complete)."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    if trainer.is_world_process_zero() and tmp.exists():
-        shutil.rmtree(tmp)
-    trainer.accelerator.wait_for_everyone()
-    trainer.save_model(str(tmp))
-    trainer.accelerator.wait_for_everyone()
-    if trainer.is_world_process_zero():
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    return target
-
-
 def merge_lora(adapter_dir: str | Path, out_dir: str | Path) -> Path:
     """Merge a LoRA adapter into a full-precision copy of its base model and save it (with the tokenizer).
 
     An 8-bit base cannot absorb the adapter, so the base is reloaded in fp32 (bf16 on a GPU) first.
     """
     import torch
-    from peft import PeftConfig, PeftModel
+    from peft import PeftConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
@@ -284,9 +249,7 @@ def merge_lora(adapter_dir: str | Path, out_dir: str | Path) -> Path:
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
-    if len(tokenizer) > base.get_input_embeddings().weight.shape[0]:
-        base.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    merged = attach_lora_adapter(base, adapter_dir, tokenizer).merge_and_unload()
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(tmp)
@@ -315,7 +278,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), nproc: int | None 
     config.accumulation_steps(world_size)  # fail before any work on a batch size that does not divide
     records = load_records(config.data)
     _finished_run(config)
-    resume_from = _checkpoints(config)
+    resume_from = resume_checkpoint(config)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(config.seed)
@@ -332,8 +295,8 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), nproc: int | None 
     main = trainer.is_world_process_zero()
     resolved = config.to_dict() | {"model_dir": resolve_model(config.model), "world_size": world_size,
                                    "gradient_accumulation_steps": args.gradient_accumulation_steps,
-                                   "precision": "bf16" if args.bf16 else "fp32", "num_examples": len(dataset),
-                                   "num_val_examples": len(val or [])}
+                                   "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+                                   "num_examples": len(dataset), "num_val_examples": len(val or [])}
     if main:
         atomic_write_json(out / CONFIG_FILE, resolved)
 
@@ -346,10 +309,10 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), nproc: int | None 
     weights_changed = bool(_all_reduce([float(bool(watch.changed))], "max")[0])
 
     if config.mode == "8bit":
-        adapter_dir = _save(trainer, out / "adapter")
+        adapter_dir = save_final_model(trainer, out / "adapter")
         model_dir = merge_lora(adapter_dir, out / "model") if config.merge_lora and main else None
     else:
-        adapter_dir, model_dir = None, _save(trainer, out / "model")
+        adapter_dir, model_dir = None, save_final_model(trainer, out / "model")
     log = loss_log(trainer.state.log_history)
     summary = {
         "mode": config.mode, "preset": config.preset, "steps": trainer.state.global_step,
@@ -363,7 +326,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), nproc: int | None 
         "wall_seconds": time.perf_counter() - start, "train_seconds": train_seconds,
         "world_size": world_size, "micro_batch_size": config.micro_batch_size,
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "effective_batch_size": config.micro_batch_size * args.gradient_accumulation_steps * world_size,
+        "effective_batch_size": args.train_batch_size * args.gradient_accumulation_steps * world_size,  # x n_gpu
         "precision": resolved["precision"], "device": str(args.device),
         "wrapped_as": type(trainer.model_wrapped).__name__,  # e.g. FSDPLlamaForCausalLM under fsdp
         "parameters": n_total, "trainable_parameters": n_trainable, "resumed_from": resume_from,

@@ -22,7 +22,8 @@ TEMPLATES = ("stanford", "alpaca-lora")  # alpaca_nb.sft.TEMPLATES
 PRECISIONS = ("auto", "bf16", "fp32")
 
 _ALPACA_7B = dict(effective_batch_size=128, micro_batch_size=4, learning_rate=2e-5, num_epochs=3, max_length=512,
-                  weight_decay=0.0, warmup_ratio=0.03, lr_scheduler="cosine", save_steps=2000, batching="random")
+                  weight_decay=0.0, warmup_ratio=0.03, lr_scheduler="cosine", save_steps=200, batching="random")
+# save_steps 200 (stanford_alpaca's 2000 never fires in 7B's ~1,218 steps): 6 checkpoints for 7B, 10 for 13B
 PRESETS: dict[str, dict] = {
     "alpaca-7b": _ALPACA_7B,
     "alpaca-13b": _ALPACA_7B | dict(learning_rate=1e-5, num_epochs=5),  # stanford_alpaca README: the 13B row
@@ -134,6 +135,38 @@ def use_bf16(config: TrainConfig, cuda: bool, world_size: int) -> bool:
     if config.precision != "auto":
         return config.precision == "bf16"
     return native_bf16(cuda) and (cuda or (config.mode == "full" and world_size == 1))
+
+
+def training_precision(config: TrainConfig, cuda: bool, world_size: int) -> str:
+    """``"bf16"``, ``"fp16"`` or ``"fp32"``: the run's mixed precision (master weights stay fp32 in all three).
+
+    bf16 as :func:`use_bf16`; ``precision="auto"`` on a GPU without native bf16 (T4, V100: compute capability
+    < 8.0) takes fp16 with loss scaling, alpaca-lora's choice; CPUs without native bf16 stay fp32.
+    """
+    if use_bf16(config, cuda, world_size):
+        return "bf16"
+    return "fp16" if cuda and config.precision == "auto" else "fp32"
+
+
+def tf32_available(cuda: bool) -> bool:
+    """TF32 matmuls exist on CUDA GPUs of compute capability 8.0 (Ampere) or newer; transformers raises on
+    ``tf32=True`` anywhere else (T4, V100, ROCm, CPU)."""
+    import torch
+
+    return cuda and torch.version.cuda is not None and torch.cuda.get_device_capability() >= (8, 0)
+
+
+def load_dtype(config: TrainConfig, cuda: bool, world_size: int) -> str:
+    """The torch dtype name the base weights load in.
+
+    ``full`` and ``fsdp`` keep fp32 master weights (bf16/fp16 autocast computes from them, and the optimizer
+    updates them in fp32). ``8bit`` on a GPU loads in the run's half precision (alpaca-lora loads fp16): the
+    int8 layers are quantized from it and peft casts the remaining weights to fp32 for training anyway.
+    """
+    precision = training_precision(config, cuda, world_size)
+    if config.mode == "8bit" and cuda and precision in ("bf16", "fp16"):
+        return {"bf16": "bfloat16", "fp16": "float16"}[precision]
+    return "float32"
 
 
 def resolve_config(preset: str = "cpu-demo", **overrides) -> TrainConfig:

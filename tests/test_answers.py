@@ -217,3 +217,20 @@ def test_model_identity_follows_the_weights(tmp_path):
     assert served[0].identity() == served[1].identity()
     assert Endpoint("http://h:1/v1", "m", "k").identity() != Endpoint("http://h:2/v1", "m", "k").identity()
     assert "k" not in Endpoint("http://h:1/v1", "m", "sk-secret").identity().values()
+
+
+def test_temperature_reaches_the_local_model_and_the_endpoint(lm, tmp_path):
+    """Sampling is not greedy decoding with another name: on the embedded model temperature 1 with a fixed seed
+    answers differently from greedy (for at least one of two prompts) and the same again with the same seed;
+    `alpaca-nb answer --temperature` sends it in every request body to an endpoint."""
+    items = _items(2)
+    run = lambda **kw: [r["output"] for r in answers.answer(items, model=lm, max_new_tokens=8,  # noqa: E731
+                                                            progress=False, **kw)]
+    greedy, sampled = run(), run(temperature=1.0, seed=3)
+    assert sampled != greedy and run(temperature=1.0, seed=3) == sampled
+    with OpenAIStub(default=lambda body: Reply(text="An answer.")) as stub:
+        assert main(["answer", "--backend", "url", "--base-url", stub.base_url, "--model", "org/model",
+                     "--eval-set", "alpaca_eval", "-n", "2", "--workers", "1", "--temperature", "0.7",
+                     "--out", str(tmp_path / "outputs.json")]) == 0
+    assert len(stub.requests) == 2 and all(r["body"]["temperature"] == 0.7 for r in stub.requests)
+    assert read_json(tmp_path / "outputs.json")[0]["answer_settings"]["temperature"] == 0.7

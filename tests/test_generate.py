@@ -2,6 +2,7 @@
 against `transformers serve` on the embedded model."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -189,3 +190,48 @@ def test_end_to_end_on_transformers_serve(local_endpoint, tmp_path):
     assert summary["parsed_tasks"] == summary["kept"] + sum(summary["discarded"].values())
     assert summary["cost_usd"] == 0 and summary["status"] in ("complete", "stopped: max_requests reached")
     assert len(load_regen(tmp_path)) == summary["kept"]
+
+
+class RepeatingTasks:
+    """Reply k brings one new task and two of the first four again (the same text from different requests),
+    so only a run that remembers what it kept (across a restart too) stays free of duplicates."""
+
+    def __init__(self, n: int = 120, delay: float = 0.15) -> None:
+        words = UniqueTasks(per_reply=n, seed=7)(body={}).text  # n made-up, mutually dissimilar instructions
+        self.tasks = [task(line.split("Instruction: ")[-1].strip()) for line in words.splitlines()
+                      if line.startswith(" Explain") or "Instruction: " in line]
+        self.delay, self.count = delay, itertools.count()
+
+    def __call__(self, body: dict) -> Reply:
+        k = next(self.count)
+        picks = (k % 4, 4 + k % (len(self.tasks) - 4), (k + 2) % 4)
+        return Reply(text=numbered_tasks(self.tasks[i] for i in picks), delay=self.delay)
+
+
+def test_resume_after_kill_9_remembers_kept_tasks_and_continues_the_request_numbers(tmp_path):
+    out = tmp_path / "gen"
+    with OpenAIStub(default=RepeatingTasks()) as stub:
+        args = ["--num-instructions", "30", "--output-dir", str(out), "--backend", "url", "--base-url",
+                stub.base_url, "--model", "stub-model", "--max-concurrency", "2", "--request-batch-size", "1",
+                "--no-progress"]
+        proc = run_cli(*args, env=dict(os.environ))
+        deadline = time.monotonic() + 60
+        while len(load_regen(out) if (out / "regen.json").exists() else []) < 8:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        before = load_regen(out)
+        assert 8 <= len(before) < 30
+        rerun = run_cli(*args, env=dict(os.environ))
+        _, stderr = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, stderr
+    after = load_regen(out)
+    assert len(after) == 30 and after[:len(before)] == before
+    assert len({r["instruction"] for r in after}) == 30                  # repeats across the restart discarded
+    old = [r["metadata"]["request"] for r in before]
+    new = [r["metadata"]["request"] for r in after[len(before):]]
+    assert min(new) > max(old)                                           # numbering goes on, not from 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["discarded"]["similar"] > 0 and summary["requests"] > max(new)
+    assert summary["status"] == "complete" and len(summary["sessions"]) == 2

@@ -270,3 +270,75 @@ def test_cli_trains_as_alpaca_lora_with_a_validation_split(data_file, tiny_model
     assert (out / "loss_curve.png").stat().st_size > 0
     assert cli.main(["train", "--data", str(data_file), "--output-dir", str(tmp_path / "x"), "--val-size", "4"]) == 2
     assert "--val-size 4 leaves no training records" in capsys.readouterr().err
+
+
+def test_8bit_mode_quantizes_the_base_and_adamw_8bit_keeps_8bit_optimizer_state(data_file, tiny_model, tmp_path):
+    """What the trainer really trains: the base's linear layers are bitsandbytes' Linear8bitLt (LoRA on
+    q/v only), and --optim adamw_8bit is bitsandbytes' AdamW with 8-bit (uint8) moment buffers."""
+    import bitsandbytes as bnb
+    import torch
+    from transformers import TrainerCallback
+
+    seen: dict[str, object] = {}
+
+    class Record(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            seen["layers"] = {name.rsplit(".", 1)[-1]: type(m) for name, m in model.named_modules()
+                              if name.endswith(("self_attn.q_proj.base_layer", "self_attn.k_proj",
+                                                "self_attn.o_proj", "mlp.down_proj"))}
+
+        def on_train_end(self, args, state, control, optimizer=None, **kwargs):
+            seen["optimizer"] = getattr(optimizer, "optimizer", optimizer)
+
+    train(config(data_file, tmp_path / "lora", tiny_model, mode="8bit", max_steps=1), callbacks=[Record()])
+    assert seen["layers"] == dict.fromkeys(("base_layer", "k_proj", "o_proj", "down_proj"), bnb.nn.Linear8bitLt)
+    train(config(data_file, tmp_path / "adam8", tiny_model, optim="adamw_8bit", max_steps=1), callbacks=[Record()])
+    optimizer = seen["optimizer"]
+    assert isinstance(optimizer, bnb.optim.AdamW) and optimizer.args.optim_bits == 8
+    states = [s for s in optimizer.state.values() if "state1" in s]
+    assert states and any(s["state1"].dtype == torch.uint8 for s in states)  # large tensors: 8-bit blockwise
+
+
+FSDP_UNITS_SCRIPT = '''
+import json, os, sys
+from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+from transformers import TrainerCallback
+from alpaca_nb.train import train
+from alpaca_nb.train_config import resolve_config
+
+data, model, out = sys.argv[1:4]
+
+def is_unit(module):  # FSDP2 (fully_shard) or FSDP1 (a FullyShardedDataParallel wrapper)
+    return isinstance(module, (FSDPModule, FullyShardedDataParallel))
+
+class Record(TrainerCallback):
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        layers = {name: [type(m).__name__, is_unit(m)] for name, m in model.named_modules()
+                  if name.startswith("model.layers.") and name.count(".") == 2}
+        with open(os.path.join(out, "units-%s.json" % os.environ["RANK"]), "w") as f:
+            json.dump({"layers": layers, "root": is_unit(model)}, f)
+
+config = resolve_config("cpu-demo", data=[data], model=model, output_dir=os.path.join(out, "run"), mode="fsdp",
+                        max_steps=1, micro_batch_size=1, effective_batch_size=2, max_length=64)
+train(config, callbacks=[Record()])
+'''
+
+
+def test_fsdp_shards_every_decoder_layer_as_its_own_unit(data_file, tiny_model, tmp_path):
+    """Auto-wrap must make each LlamaDecoderLayer an FSDP unit (gathered one at a time), not only the outer
+    model (which would gather all weights at once): checked inside both torchrun processes."""
+    import os
+
+    script = tmp_path / "fsdp_units.py"
+    script.write_text(FSDP_UNITS_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           str(data_file), str(tiny_model), str(tmp_path)]
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        units = read_json(tmp_path / f"units-{rank}.json")
+        assert units["root"] is True
+        assert sorted(units["layers"]) == ["model.layers.0", "model.layers.1"]
+        assert all(is_unit and ("LlamaDecoderLayer" in name or name == "FullyShardedDataParallel")
+                   for name, is_unit in units["layers"].values()), units
