@@ -203,11 +203,10 @@ def _cmd_heldout(args: argparse.Namespace) -> None:
 
     settings = dict(num_answers=args.num_answers, num_tasks=args.num_tasks, max_length=args.max_length,
                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed)
+    results = {}
     if args.baseline != "none":
-        heldout.measure_cached(args.baseline, args.out, "before", **settings)
-    heldout.measure_cached(args.model, args.out, "after", **settings)
-    results = heldout.read_heldout(f"{args.out}/{heldout.HELDOUT_FILE}")
-    results = {label: results[label] for label in ("before", "after") if label in results}
+        results["before"] = heldout.measure_cached(args.baseline, args.out, "before", **settings)
+    results["after"] = heldout.measure_cached(args.model, args.out, "after", **settings)
     heldout.write_answers(results, args.out)
     files = save_figure(heldout.plot_heldout(results), args.out, heldout.FIGURE)
     print_json({label: {k: r[k] for k in heldout.METRIC_KEYS} for label, r in results.items()}

@@ -137,20 +137,14 @@ def measure(model: str | Path | LocalModel | None, num_answers: int = 32, num_ta
                          "stopped": s} for t, a, s in zip(sample, texts, stopped)]}
 
 
-def model_identity(model: str | Path | None) -> dict[str, Any]:
-    """What identifies a model folder's weights: its resolved path and the size and mtime of its weight files."""
-    from .model import resolve_model
-
-    path = Path(resolve_model(model)).resolve()
-    files = sorted(p for p in path.glob("*") if p.suffix in (".safetensors", ".bin"))
-    return {"path": str(path), "weights": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
-
-
 def measure_cached(model: str | Path | None, out_dir: str | Path, label: str, **settings) -> dict[str, Any]:
-    """:func:`measure`, reusing ``label``'s record in ``out_dir/heldout.json`` when the model's weights and
-    every setting are unchanged; the result is written back into that file (other labels are kept)."""
+    """:func:`measure`, reusing ``label``'s record in ``out_dir/heldout.json`` when the model's weights
+    (:func:`alpaca_nb.model.model_identity`) and every setting are unchanged; the result is written back into
+    that file (other labels are kept)."""
+    from .model import model_identity, resolve_model
+
     path = Path(out_dir) / HELDOUT_FILE
-    identity = model_identity(model)
+    identity = model_identity(resolve_model(model))
     results = read_heldout(path) if path.is_file() else {}
     old = results.get(label)
     wanted = {k: v for k, v in settings.items() if k != "progress"}
