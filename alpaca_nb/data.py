@@ -118,11 +118,38 @@ def validate_file(path: str | Path, fmt: str) -> int:
                                                                          "preference")):
                 raise FetchError(f"{path}: annotation {i}: needs 'instruction', 'output_1', 'output_2' and "
                                  "'preference'")
+    elif fmt in FASTCHAT_FIELDS:
+        rows = _validate_fastchat(path, fmt)
     else:
         raise FetchError(f"{path}: unknown format {fmt!r} in the manifest")
     if not rows:
         raise FetchError(f"{path}: no records; the file is empty or truncated — fetch it again")
     return len(rows)
+
+
+# FastChat's files (lm-sys/FastChat fastchat/llm_judge/data, data/dummy_conversation.json): the keys each record needs.
+FASTCHAT_FIELDS = {"mt_bench_questions": ("question_id", "category", "turns"),
+                   "mt_bench_references": ("question_id", "choices"),
+                   "judge_prompts": ("name", "type", "system_prompt", "prompt_template", "output_format"),
+                   "sharegpt": ("conversations",)}
+
+
+def _validate_fastchat(path: Path, fmt: str) -> list:
+    """Check one FastChat file (JSONL, or a JSON list for ShareGPT) record by record; return the rows."""
+    required = FASTCHAT_FIELDS[fmt]
+    if fmt == "sharegpt":
+        rows = read_json(path)
+        if not isinstance(rows, list):
+            raise FetchError(f"{path}: expected a JSON list of conversations")
+        numbered = [(f"record {i}", row) for i, row in enumerate(rows)]
+    else:
+        rows = read_jsonl(path)
+        numbered = [(f"line {n}", row) for n, row in _numbered_lines(path, rows)]
+    for where, row in numbered:
+        missing = [k for k in required if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise FetchError(f"{path}: {where}: needs {', '.join(repr(k) for k in missing)}")
+    return rows
 
 
 def _numbered_lines(path: Path, rows: list) -> Iterable[tuple[int, Any]]:

@@ -22,7 +22,7 @@ def test_fetch_from_mirror_verifies_and_is_idempotent(mirror, tmp_path):
     dest = tmp_path / "seeds"
     paths = data.fetch(mirror=mirror, dest=dest)
     names = [e.name for e in data.load_manifest() if not e.online_only]
-    assert len(paths) == len(names) == 7
+    assert len(paths) == len(names) == 12
     for entry, path in zip([data.manifest_entry(n) for n in names], paths):
         assert data.sha256_of(path) == entry.sha256
     mtimes = [p.stat().st_mtime_ns for p in paths]
@@ -69,6 +69,22 @@ def test_malformed_line_and_task_without_instances_name_file_and_line(tmp_path, 
     broken.write_text("\n".join(lines[:2] + [json.dumps(task)]) + "\n")
     with pytest.raises(AlpacaNbError, match=r"line 3: task without instances"):
         data.load_seed_tasks(broken)
+
+
+def test_fastchat_files_are_checked_record_by_record(tmp_path, mirror):
+    """MT-bench, judge-prompt and ShareGPT files: a record missing a key names the file and line or index."""
+    assert data.validate_file(mirror / "fastchat/mt_bench_question.jsonl", "mt_bench_questions") == 80
+    assert data.validate_file(mirror / "fastchat/data_dummy_conversation.json", "sharegpt") == 500
+    lines = (mirror / "fastchat/mt_bench_question.jsonl").read_text().splitlines()
+    broken = tmp_path / "question.jsonl"
+    broken.write_text("\n".join(lines[:2] + ['{"question_id": 999, "turns": ["hi"]}']) + "\n")
+    with pytest.raises(AlpacaNbError, match=r"question.jsonl: line 3: needs 'category'"):
+        data.validate_file(broken, "mt_bench_questions")
+    conversations = json.loads((mirror / "fastchat/data_dummy_conversation.json").read_text())
+    broken = tmp_path / "conversations.json"
+    broken.write_text(json.dumps(conversations[:3] + [{"id": "x", "turns": []}]))
+    with pytest.raises(AlpacaNbError, match=r"conversations.json: record 3: needs 'conversations'"):
+        data.validate_file(broken, "sharegpt")
 
 
 def test_unpinned_download_content_is_checked(tmp_path):
