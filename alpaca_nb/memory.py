@@ -95,9 +95,10 @@ def estimate(model_config_or_params: str | Path | Mapping[str, Any] | int, mode:
       with flash/SDPA attention so no s^2 term): b x s x d x L x 34 bytes in 16-bit (x2 in fp32); with
       gradient checkpointing ~2·d bytes per token per layer (the saved layer inputs) + one layer's 34·b·s·d
       recomputed; + logits b·s·V x (2 + 4 + 4) bytes (16-bit logits, their fp32 upcast and log-softmax).
-    - host RAM at load: ``full`` loads the fp32 model on the CPU first (4N); ``fsdp`` does that in each of the
-      g processes (g x 4N, no ``cpu_ram_efficient_loading``); ``8bit`` streams the shards to the GPU (about
-      the largest tensor, the embedding, in fp32).
+    - host RAM at load: ``full`` loads the fp32 model on the CPU first (4N); so does rank 0 of ``fsdp``, and
+      only rank 0: the other g - 1 processes build an empty skeleton and receive their shards by broadcast
+      (``cpu_ram_efficient_loading``, :func:`alpaca_nb.train.weights_come_by_broadcast`); ``8bit`` streams the
+      shards to the GPU (about the largest tensor, the embedding, in fp32).
 
     Not included: the CUDA context and allocator fragmentation (budget ~1-2 GiB per GPU), and temporary
     buffers of the optimizer step. Returns bytes under ``weights``, ``gradients``, ``optimizer_state``,
@@ -147,7 +148,7 @@ def estimate(model_config_or_params: str | Path | Mapping[str, Any] | int, mode:
         formula += "; activations b*s*d*L*34 B (Korthikanti et al. 2022)" + \
             (", checkpointed: 2*d B/token/layer + 1 layer" if gradient_checkpointing else "")
     total = weights + gradients + optimizer_state + (activations or 0)
-    host = {"full": 4 * n, "fsdp": n_gpus * 4 * n}.get(mode) or 4 * (shape["vocab_size"] * shape["hidden_size"])
+    host = {"full": 4 * n, "fsdp": 4 * n}.get(mode) or 4 * (shape["vocab_size"] * shape["hidden_size"])
     return dict(mode=mode, n_gpus=g, precision="mixed 16-bit" if mixed else "fp32", optim=optim,
                 micro_batch=micro_batch, max_length=max_length, gradient_checkpointing=gradient_checkpointing,
                 parameters=n, trainable_parameters=trainable, weights=int(weights), gradients=int(gradients),
