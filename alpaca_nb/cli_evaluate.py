@@ -17,16 +17,19 @@ def print_json(obj) -> None:
 
 # --- lesson 05: evaluation (alpaca_nb.answers, alpaca_nb.judge, alpaca_nb.winrate) ---------------
 
-def add_evaluate(sub: argparse._SubParsersAction) -> None:
-    def endpoint_args(p: argparse.ArgumentParser, in_process: bool, what: str) -> None:
-        backends = ("hf", "local", "openai", "url") if in_process else ("local", "openai", "url")
-        p.add_argument("--backend", choices=backends, default=backends[0],
-                       help=f"{what}: " + ("'hf' runs the model folder in process, " if in_process else "") +
-                            "'local' serves it with `transformers serve` (or uses --base-url as is), "
-                            "'openai' uses OPENAI_API_KEY, 'url' any compatible --base-url")
-        p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
-        p.add_argument("--workers", type=int, default=4 if in_process else 1, help="concurrent HTTP requests")
+def add_endpoint_args(p: argparse.ArgumentParser, in_process: bool, what: str) -> None:
+    """``--backend``, ``--base-url`` and ``--workers`` for a command whose model answers (``in_process``: also
+    ``hf``, the default) or judges through an endpoint; :func:`endpoint_from_args` opens what they name."""
+    backends = ("hf", "local", "openai", "url") if in_process else ("local", "openai", "url")
+    p.add_argument("--backend", choices=backends, default=backends[0],
+                   help=f"{what}: " + ("'hf' runs the model folder in process, " if in_process else "") +
+                        "'local' serves it with `transformers serve` (or uses --base-url as is), "
+                        "'openai' uses OPENAI_API_KEY, 'url' any compatible --base-url")
+    p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
+    p.add_argument("--workers", type=int, default=4 if in_process else 1, help="concurrent HTTP requests")
 
+
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
     def reference_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--reference", default="text_davinci_003",
                        help="reference answers: a model_outputs.json, or text_davinci_003 | human (user_oriented), "
@@ -35,7 +38,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("answer", help="lesson 05: answer an eval set; writes AlpacaEval's model_outputs.json")
     p.add_argument("--model", help="model folder, LoRA adapter folder, or endpoint model name (default: embedded)")
-    endpoint_args(p, True, "who answers")
+    add_endpoint_args(p, True, "who answers")
     p.add_argument("--eval-set", default="user_oriented", choices=("user_oriented", "alpaca_eval"))
     p.add_argument("-n", "--num-items", type=int, help="random subset of this many items (default: all)")
     p.add_argument("--seed", type=int, default=0, help="subset and sampling seed")
@@ -54,7 +57,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-outputs", required=True, help="the model's model_outputs.json")
     reference_args(p)
     p.add_argument("--judge-model", help="judge model: a folder for 'local' (default: embedded), a name otherwise")
-    endpoint_args(p, False, "the judge")
+    add_endpoint_args(p, False, "the judge")
     p.add_argument("--order", choices=("random", "both", "fixed"), default="random",
                    help="which answer is shown first: random per item (seeded), both orders averaged, or fixed")
     p.add_argument("--seed", type=int, default=0)
@@ -93,7 +96,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 @contextlib.contextmanager
-def _endpoint(args: argparse.Namespace, model: str | None):
+def endpoint_from_args(args: argparse.Namespace, model: str | None):
     """The endpoint of ``--backend`` (``None`` for ``hf``: the model runs in process); a setup problem exits 2."""
     from .server import open_endpoint
 
@@ -111,7 +114,7 @@ def _cmd_answer(args: argparse.Namespace) -> None:
     out = args.out or outputs_dir("05_evaluate") / "model_outputs.json"
     items = answers.load_eval_set(args.eval_set, n=args.num_items, seed=args.seed)
     fmt = args.prompt_format or ("alpaca" if args.backend == "hf" else "chat")
-    with _endpoint(args, args.model) as endpoint:
+    with endpoint_from_args(args, args.model) as endpoint:
         records = answers.answer(items, model=args.model, endpoint=endpoint, generator=args.generator,
                                  prompt_format=fmt, out_path=out, batch_size=args.batch_size,
                                  max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
@@ -127,7 +130,7 @@ def _cmd_judge(args: argparse.Namespace) -> None:
     model_outputs = answers.read_model_outputs(args.model_outputs, non_empty=True)
     out = args.out or outputs_dir("05_evaluate") / judge.annotations_file(model_outputs[0]["generator"])
     references = answers.load_outputs(args.reference, args.eval_set)
-    with _endpoint(args, args.judge_model) as endpoint:
+    with endpoint_from_args(args, args.judge_model) as endpoint:
         annotations = judge.judge(model_outputs, references, endpoint, order=args.order, seed=args.seed,
                                   max_tokens=args.max_tokens, workers=args.workers, out_path=out)
     print_json({"annotations": str(out)} | winrate.leaderboard(annotations))
@@ -216,7 +219,7 @@ def _cmd_heldout(args: argparse.Namespace) -> None:
 def _cmd_judge_check(args: argparse.Namespace) -> None:
     from . import judge_check
 
-    with _endpoint(args, args.model) as endpoint:
+    with endpoint_from_args(args, args.model) as endpoint:
         result = judge_check.run_judge_check(endpoint, n=args.n, seed=args.seed, max_tokens=args.max_tokens,
                                              out_dir=args.out)
     print(judge_check.summary_line(result))

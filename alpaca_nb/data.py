@@ -342,18 +342,25 @@ def load_alpaca_records(path: str | Path) -> list[Example]:
     if not rows:
         raise AlpacaNbError(f"{path}: no records; expected a JSON list (or JSONL) of "
                             "{instruction, input, output} objects")
-    out = []
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise AlpacaNbError(f"{path}: record {i} is not an object")
-        for key in ("instruction", "output"):
-            if not isinstance(row.get(key), str) or (key == "instruction" and not row[key].strip()):
-                raise AlpacaNbError(f"{path}: record {i}: missing or empty '{key}' (every record needs "
-                                    "'instruction' and 'output'; 'input' may be empty)")
-        meta = {k: v for k, v in row.items() if k not in ("instruction", "input", "output")}
-        out.append(Example(row["instruction"].strip(), (row.get("input") or "").strip(), row["output"].strip(),
-                           str(path), str(i), meta))
-    return out
+    return [alpaca_example(row, path, i) for i, row in enumerate(rows)]
+
+
+def alpaca_example(row: Any, path: str | Path, index: int, where: str | None = None) -> Example:
+    """One Alpaca record (``row``, record ``index`` of ``path``) as an :class:`Example`; extra fields go to ``meta``.
+
+    A non-object, or a record without a non-empty ``instruction`` or without ``output``, raises
+    :class:`AlpacaNbError` naming ``path`` and ``where`` (default ``"record {index}"``; e.g. ``"line 7"``).
+    """
+    where = where or f"record {index}"
+    if not isinstance(row, dict):
+        raise AlpacaNbError(f"{path}: {where} is not an object")
+    for key in ("instruction", "output"):
+        if not isinstance(row.get(key), str) or (key == "instruction" and not row[key].strip()):
+            raise AlpacaNbError(f"{path}: {where}: missing or empty '{key}' (every record needs "
+                                "'instruction' and 'output'; 'input' may be empty)")
+    meta = {k: v for k, v in row.items() if k not in ("instruction", "input", "output")}
+    return Example(row["instruction"].strip(), (row.get("input") or "").strip(), row["output"].strip(),
+                   str(path), str(index), meta)
 
 
 def load_optional_records(path: str | Path) -> list[Example]:

@@ -101,13 +101,18 @@ def read_json(path: str | Path) -> Any:
 
 def read_jsonl(path: str | Path) -> list[Any]:
     """Read a JSON-lines file, skipping blank lines; a bad line raises :class:`DataFileError` with its number."""
+    return [row for _, row in read_jsonl_numbered(path)]
+
+
+def read_jsonl_numbered(path: str | Path) -> list[tuple[int, Any]]:
+    """Like :func:`read_jsonl`, each record paired with its 1-based line number (for messages naming file:line)."""
     path = Path(path)
     rows = []
     for lineno, line in enumerate(text_lines(read_text(path)), start=1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            rows.append((lineno, json.loads(line)))
         except json.JSONDecodeError as e:
             raise DataFileError(f"{path}: line {lineno}: malformed JSON ({e.msg})") from e
     return rows
@@ -125,6 +130,7 @@ def read_json_or_jsonl(path: str | Path) -> list[Any]:
     return read_jsonl(path)
 
 
-def write_jsonl(path: str | Path, rows: Iterable[Any]) -> Path:
-    """Atomically write ``rows`` as JSON lines."""
-    return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+def write_jsonl(path: str | Path, rows: Iterable[Any], secrets: Iterable[str] | None = None) -> Path:
+    """Atomically write ``rows`` as JSON lines (with ``secrets``, scrubbed as :func:`atomic_write_json` does)."""
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    return atomic_write_text(path, text if secrets is None else scrub_secrets(text, secrets))

@@ -10,6 +10,8 @@ embedding rows start at the mean of the old ones (``smart_tokenizer_and_embeddin
 Where the prompt ends in the token sequence is found exactly, from the tokenizer's character offsets (the
 original counted the tokens of the prompt tokenised alone, which can be off by one); see :func:`preprocess`.
 Batching by length instead of at random is a named option (``batching="grouped"``, :mod:`alpaca_nb.train`).
+ShareGPT conversations (Vicuna's data) may stand beside Alpaca records: :mod:`alpaca_nb.conversations`
+renders and masks them, and :func:`preprocess` takes both kinds in one list.
 """
 from __future__ import annotations
 
@@ -17,10 +19,10 @@ import random
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .data import Example, load_alpaca_records
+from .conversations import IGNORE_INDEX, Conversation, ConversationCounts, conversation_examples, load_training_file
+from .data import Example
 from .errors import AlpacaNbError
 
-IGNORE_INDEX = -100
 DEFAULT_PAD_TOKEN = "[PAD]"
 
 # Verbatim from stanford_alpaca/train.py (PROMPT_DICT).
@@ -102,9 +104,12 @@ class SFTExamples(list):
     """Preprocessed examples (a list of ``{"input_ids", "labels"}``) with counts of what preprocessing did:
     ``truncated_examples`` (kept examples whose EOS ``max_length`` cut off: they never learn to stop),
     ``dropped_examples`` (prompt alone fills ``max_length``), and which rule placed the prompt/response
-    boundary: ``boundary_by_offsets`` / ``boundary_by_prefix`` (see :func:`prompt_token_count`)."""
+    boundary: ``boundary_by_offsets`` / ``boundary_by_prefix`` (see :func:`prompt_token_count`). Conversations
+    add ``conversation_examples`` (examples made from them) and ``split_conversations`` (conversations split
+    into several at turn boundaries); their truncated and dropped turn pairs count in the first two."""
 
     truncated_examples = dropped_examples = boundary_by_offsets = boundary_by_prefix = 0
+    conversation_examples = split_conversations = 0
 
 
 def prompt_token_count(tokenizer, prompt: str, full_ids: Sequence[int],
@@ -127,8 +132,9 @@ def prompt_token_count(tokenizer, prompt: str, full_ids: Sequence[int],
     return min(len(tokenizer(prompt)["input_ids"]), len(full_ids)), "prefix"
 
 
-def preprocess(records: Sequence[Example | Mapping[str, Any]], tokenizer, max_length: int = 512,
-               template: str = "stanford", train_on_inputs: bool = False) -> SFTExamples:
+def preprocess(records: Sequence[Example | Conversation | Mapping[str, Any]], tokenizer, max_length: int = 512,
+               template: str = "stanford", train_on_inputs: bool = False, conversation_template: str = "auto",
+               truncate_long_turns: bool = False) -> SFTExamples:
     """Tokenise Alpaca records into ``{"input_ids", "labels"}`` (lists of ints), one per usable record.
 
     ``input_ids`` = ``prompt + output`` tokenised as one text (as stanford_alpaca: a SentencePiece tokenizer
@@ -137,30 +143,58 @@ def preprocess(records: Sequence[Example | Mapping[str, Any]], tokenizer, max_le
     (alpaca-lora's default). A record whose prompt alone fills ``max_length`` has nothing left to learn from
     and is dropped (kept when ``train_on_inputs``). The tokenizer must have an EOS token. Counts of truncated
     and dropped examples and of the boundary rule used are attributes of the returned :class:`SFTExamples`.
+
+    A :class:`~alpaca_nb.conversations.Conversation` among ``records`` becomes one or more examples in its
+    place (:func:`alpaca_nb.conversations.conversation_examples` with ``conversation_template`` and
+    ``truncate_long_turns``): the loss on the assistant turns only, or on every token with ``train_on_inputs``.
     """
     if not records:
         raise AlpacaNbError("no training records: give at least one {instruction, input, output} record")
     if tokenizer.eos_token_id is None:
         raise AlpacaNbError("the tokenizer has no EOS token; Alpaca's target is output + EOS")
-    fields = [_fields(r, i) for i, r in enumerate(records)]
+    examples, counts = SFTExamples(), ConversationCounts()
+    alpaca = iter(_alpaca_examples([(i, r) for i, r in enumerate(records) if not isinstance(r, Conversation)],
+                                   tokenizer, max_length, template, train_on_inputs, examples))
+    for record in records:
+        if not isinstance(record, Conversation):
+            examples += [ex for ex in [next(alpaca)] if ex is not None]
+            continue
+        pieces = conversation_examples(record, tokenizer, max_length, conversation_template, truncate_long_turns,
+                                       counts)
+        examples += [p | {"labels": list(p["input_ids"])} for p in pieces] if train_on_inputs else pieces
+    examples.conversation_examples, examples.split_conversations = counts.examples, counts.split
+    examples.truncated_examples += counts.truncated
+    examples.dropped_examples += counts.dropped
+    if not examples:
+        raise AlpacaNbError(f"every prompt (or conversation turn pair) is at least max_length={max_length} tokens "
+                            "long; raise max_length")
+    return examples
+
+
+def _alpaca_examples(indexed: Sequence[tuple[int, Example | Mapping[str, Any]]], tokenizer, max_length: int,
+                     template: str, train_on_inputs: bool, examples: SFTExamples) -> list[dict | None]:
+    """:func:`preprocess` of the Alpaca records (with their indices in the whole list, for errors): one example
+    per record, ``None`` for a dropped one; counts go to ``examples``'s attributes."""
+    if not indexed:
+        return []
+    fields = [_fields(r, i) for i, r in indexed]
     prompts = [format_prompt(ins, inp, template) for ins, inp, _ in fields]
     texts = [prompt + out for prompt, (_, _, out) in zip(prompts, fields)]
     fast = getattr(tokenizer, "is_fast", False)
     encoded = tokenizer(texts, return_offsets_mapping=fast)
-    examples = SFTExamples()
+    out: list[dict | None] = []
     for i, (prompt, full) in enumerate(zip(prompts, encoded["input_ids"])):
         n_prompt, rule = prompt_token_count(tokenizer, prompt, full, encoded["offset_mapping"][i] if fast else None)
         ids = (list(full) + [tokenizer.eos_token_id])[:max_length]
         if n_prompt >= len(ids) and not train_on_inputs:
             examples.dropped_examples += 1
+            out.append(None)
             continue
         examples.truncated_examples += len(full) + 1 > max_length
         setattr(examples, f"boundary_by_{rule}", getattr(examples, f"boundary_by_{rule}") + 1)
         labels = list(ids) if train_on_inputs else [IGNORE_INDEX] * n_prompt + ids[n_prompt:]
-        examples.append({"input_ids": ids, "labels": labels})
-    if not examples:
-        raise AlpacaNbError(f"every prompt is at least max_length={max_length} tokens long; raise max_length")
-    return examples
+        out.append({"input_ids": ids, "labels": labels})
+    return out
 
 
 def split_validation(records: Sequence[Example], val_size: int, seed: int = 42) -> tuple[list, list]:
@@ -175,15 +209,16 @@ def split_validation(records: Sequence[Example], val_size: int, seed: int = 42) 
     return ([r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held])
 
 
-def load_records(paths: Iterable[str | Path]) -> list[Example]:
-    """All records of one or more Alpaca-format ``.json``/``.jsonl`` files, in order."""
-    records: list[Example] = []
+def load_records(paths: Iterable[str | Path]) -> list[Example | Conversation]:
+    """All records of one or more ``.json``/``.jsonl`` files, in order: Alpaca records, and ShareGPT
+    conversations beside them (see :func:`alpaca_nb.conversations.load_training_file`)."""
+    records: list[Example | Conversation] = []
     for path in paths:
         if not Path(path).is_file():
             raise AlpacaNbError(f"{path}: training data file not found")
-        records += load_alpaca_records(path)
+        records += load_training_file(path)
     if not records:
-        raise AlpacaNbError("no training data: give at least one Alpaca-format file with --data")
+        raise AlpacaNbError("no training data: give at least one Alpaca-format or ShareGPT file with --data")
     return records
 
 

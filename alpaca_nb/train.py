@@ -30,7 +30,8 @@ from .checkpoints import (CHECKPOINTS_DIR, FSDP_CHECKPOINT_CONFIG, is_main_proce
 from .errors import AlpacaNbError
 from .fileio import atomic_write_json, read_json, write_jsonl
 from .model import attach_lora_adapter, resolve_model
-from .sft import add_pad_token, load_records, preprocess, split_validation
+from .data_mix import load_training_data
+from .sft import add_pad_token, preprocess, split_validation
 from .train_config import (TrainConfig, capped_warmup_steps, check_nproc, load_dtype, tf32_available,
                            training_precision)
 from .train_report import (loss_log, loss_summary, non_pad_fraction, peak_memory,  # noqa: F401 (re-exported)
@@ -59,7 +60,7 @@ def launch_torchrun(config: TrainConfig, nproc: int | None = None) -> dict[str, 
     """Run ``config`` under ``torchrun --standalone --nproc_per_node nproc`` and return its summary."""
     nproc = nproc or default_nproc()
     config.accumulation_steps(nproc)
-    load_records(config.data)  # bad data fails here, not in every process
+    load_training_data(config.data, config.mix_size, config.seed)  # bad data fails here, not in every process
     _finished_run(config)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,6 +82,33 @@ def _device() -> str:
     return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
 
 
+def weights_come_by_broadcast(config: TrainConfig) -> bool:
+    """True in the FSDP processes other than rank 0: they never read the weights from disk. Rank 0 loads them,
+    and accelerate's RAM-efficient loading (``cpu_ram_efficient_loading``) broadcasts each tensor into the
+    shards while wrapping, so host RAM holds one copy of the model (not one per process: 8 x 52 GB for 13B)."""
+    return config.mode == "fsdp" and int(os.environ.get("WORLD_SIZE", 1)) > 1 and int(os.environ.get("RANK", 0)) > 0
+
+
+def empty_model(model_dir: str | Path, dtype):
+    """The model's skeleton with uninitialised CPU parameters (``torch.empty``: the OS commits no page until
+    it is written, so this costs next to no RAM) and real buffers (e.g. the rotary frequencies).
+
+    Not ``meta`` parameters: accelerate matches the optimizer's parameters to their shards by ``data_ptr()``,
+    which is 0 for every meta tensor, so all of them would map to one shard and the others never train.
+    """
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir), dtype=dtype)
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    model.to_empty(device="cpu")
+    for name, value in buffers.items():
+        model.get_buffer(name).copy_(value)
+    model.tie_weights()  # from_config leaves tied embeddings as two parameters; from_pretrained ties them
+    return model
+
+
 def load_model(config: TrainConfig):
     """The model to train and its tokenizer (a pad token added if missing), ready for the chosen mode."""
     import torch
@@ -92,7 +120,10 @@ def load_model(config: TrainConfig):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     dtype = getattr(torch, load_dtype(config, torch.cuda.is_available(), int(os.environ.get("WORLD_SIZE", 1))))
     if config.mode != "8bit":
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+        if weights_come_by_broadcast(config):
+            model = empty_model(model_dir, dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
         add_pad_token(tokenizer, model)
         return model, tokenizer
 
@@ -158,6 +189,7 @@ def training_arguments(config: TrainConfig, world_size: int, layer_class: str | 
     if config.mode == "fsdp":
         kwargs["fsdp"] = True
         kwargs["fsdp_config"] = {"transformer_layer_cls_to_wrap": [layer_class], "reshard_after_forward": True,
+                                 "cpu_ram_efficient_loading": True,  # see weights_come_by_broadcast
                                  "activation_checkpointing": config.gradient_checkpointing, **FSDP_CHECKPOINT_CONFIG}
     else:
         kwargs["activation_checkpointing"] = config.gradient_checkpointing
@@ -276,7 +308,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), nproc: int | None 
     start = time.perf_counter()
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     config.accumulation_steps(world_size)  # fail before any work on a batch size that does not divide
-    records = load_records(config.data)
+    records, data_mix = load_training_data(config.data, config.mix_size, config.seed)  # the same draw on every rank
     _finished_run(config)
     resume_from = resume_checkpoint(config)
     out = Path(config.output_dir)
@@ -284,9 +316,10 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), nproc: int | None 
     set_seed(config.seed)
     model, tokenizer = load_model(config)
     train_records, val_records = split_validation(records, config.val_size, config.seed)
-    dataset = preprocess(train_records, tokenizer, config.max_length, config.template, config.train_on_inputs)
-    val = preprocess(val_records, tokenizer, config.max_length, config.template, config.train_on_inputs) \
-        if val_records else None
+    options = (config.max_length, config.template, config.train_on_inputs, config.conversation_template,
+               config.truncate_long_turns)
+    dataset = preprocess(train_records, tokenizer, *options)
+    val = preprocess(val_records, tokenizer, *options) if val_records else None
     watch = weights_watch()
     trainer = build_trainer(config, model, tokenizer, dataset, [*callbacks, watch], eval_dataset=val)
     args = trainer.args
@@ -307,6 +340,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), nproc: int | None 
     peak, peak_kind = peak_memory()
     peak = _all_reduce([peak], "max")[0]
     weights_changed = bool(_all_reduce([float(bool(watch.changed))], "max")[0])
+    readers = int(_all_reduce([float(not weights_come_by_broadcast(config))], "sum")[0])
 
     if config.mode == "8bit":
         adapter_dir = save_final_model(trainer, out / "adapter")
@@ -318,6 +352,8 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), nproc: int | None 
         "mode": config.mode, "preset": config.preset, "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch, "num_examples": len(dataset), "num_val_examples": len(val or []),
         "truncated_examples": dataset.truncated_examples, "dropped_examples": dataset.dropped_examples,
+        "conversation_examples": dataset.conversation_examples, "split_conversations": dataset.split_conversations,
+        "data_mix": data_mix,
         **loss_summary(log),
         "tokens_seen": int(real), "padded_tokens": int(padded),
         "non_pad_fraction": real / padded if padded else None,
@@ -332,6 +368,7 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), nproc: int | None 
         "parameters": n_total, "trainable_parameters": n_trainable, "resumed_from": resume_from,
         "model_dir": str(model_dir) if model_dir else None, "adapter_dir": str(adapter_dir) if adapter_dir else None,
         "warmup_steps": int(args.warmup_steps), "weights_changed": weights_changed,
+        "processes_that_read_the_weights": readers,  # 1 under FSDP: rank 0 broadcasts to the others
     }
     if main:
         if not weights_changed:

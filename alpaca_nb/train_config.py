@@ -7,12 +7,18 @@ random batches, prompt masked, its own template, no validation split). ``alpaca-
 100 warmup steps, linear decay, random batches (``group_by_length=False``), ``train_on_inputs=True``,
 ``templates/alpaca.json``, ``val_set_size=2000`` evaluated every 200 steps, checkpoints every 200 steps, 3 kept,
 loss logged every 10 steps). ``cpu-demo`` is a few minutes on the embedded 135M model, batched by length.
+``vicuna-7b`` is FastChat's "Fine-tuning Vicuna-7B with Local GPUs" command (lm-sys/FastChat README:
+4 x A100 40GB, micro-batch 2 x accumulation 16 x 4 = 128, lr 2e-5, 3 epochs, model_max_length
+2048, weight decay 0, warmup ratio 0.03, cosine, gradient checkpointing, FSDP ``full_shard auto_wrap`` of
+``LlamaDecoderLayer`` (``--mode fsdp``), save every 1200 steps, 10 kept; random batches, loss on the assistant).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+from .conversations import CONVERSATION_TEMPLATES
+from .data_mix import parse_data_specs
 from .errors import AlpacaNbError
 
 MODES = ("full", "fsdp", "8bit")
@@ -34,6 +40,9 @@ PRESETS: dict[str, dict] = {
     "cpu-demo": dict(effective_batch_size=8, micro_batch_size=4, learning_rate=5e-5, num_epochs=1,
                      max_length=256, weight_decay=0.0, warmup_ratio=0.03, lr_scheduler="cosine",
                      save_steps=50, batching="grouped"),
+    "vicuna-7b": dict(effective_batch_size=128, micro_batch_size=2, learning_rate=2e-5, num_epochs=3, max_length=2048,
+                      weight_decay=0.0, warmup_ratio=0.03, lr_scheduler="cosine", gradient_checkpointing=True,
+                      save_steps=1200, save_total_limit=10, batching="random", logging_steps=1),
 }
 
 
@@ -45,6 +54,10 @@ class TrainConfig:
     is derived at run time from the number of processes. ``max_steps`` > 0 stops early (overrides epochs).
     ``template``: ``"stanford"`` or ``"alpaca-lora"`` prompts; ``train_on_inputs``: the loss covers the prompt
     too; ``val_size`` records are held out and their loss evaluated every ``eval_steps`` optimizer steps.
+    ``data`` entries are ``PATH`` or ``PATH:WEIGHT`` (:mod:`alpaca_nb.data_mix`; ``mix_size`` records in a
+    weighted mix, 0: the sources' total); ShareGPT conversations are rendered with ``conversation_template``
+    and split at turn boundaries, a turn pair longer than ``max_length`` truncated only with
+    ``truncate_long_turns`` (:mod:`alpaca_nb.conversations`).
     """
 
     data: list[str]
@@ -65,6 +78,9 @@ class TrainConfig:
     batching: str = "grouped"
     template: str = "stanford"
     train_on_inputs: bool = False
+    conversation_template: str = "auto"
+    truncate_long_turns: bool = False
+    mix_size: int = 0
     val_size: int = 0
     eval_steps: int = 200
     precision: str = "auto"
@@ -183,13 +199,17 @@ def resolve_config(preset: str = "cpu-demo", **overrides) -> TrainConfig:
     config.output_dir = str(config.output_dir)
     for name, value, allowed in (("mode", config.mode, MODES), ("optim", config.optim, OPTIMIZERS),
                                  ("batching", config.batching, BATCHING), ("precision", config.precision, PRECISIONS),
-                                 ("template", config.template, TEMPLATES)):
+                                 ("template", config.template, TEMPLATES),
+                                 ("conversation template", config.conversation_template, CONVERSATION_TEMPLATES)):
         if value not in allowed:
             raise AlpacaNbError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
     if config.mode == "8bit" and config.optim != "adamw_torch":
         raise AlpacaNbError("--optim adamw_8bit is for full fine-tuning; 8bit mode trains LoRA adapters only")
     if config.micro_batch_size < 1 or config.effective_batch_size < 1 or config.max_length < 2:
         raise AlpacaNbError("micro_batch_size, effective_batch_size must be >= 1 and max_length >= 2")
+    parse_data_specs(config.data)  # a bad PATH:WEIGHT fails here, before any loading
+    if config.mix_size < 0:
+        raise AlpacaNbError(f"--mix-size {config.mix_size}: give a positive number of records (0: the sources' total)")
     if config.val_size < 0 or config.eval_steps < 1:
         raise AlpacaNbError(f"--val-size {config.val_size} / --eval-steps {config.eval_steps}: the validation "
                             "split must be >= 0 records (0: none) and eval steps >= 1")

@@ -91,7 +91,9 @@ def discrete_score(preference: Any, where: str = "annotation") -> float | None:
     return rounded - 1.0 if rounded in (1, 2) else None
 
 
-def _mean_sem(scores: Sequence[float]) -> tuple[float | None, float | None]:
+def mean_sem(scores: Sequence[float]) -> tuple[float | None, float | None]:
+    """The mean of ``scores`` and its standard error (sample standard deviation, ddof 1, over the square root of
+    n); the mean is ``None`` for no scores, the standard error for fewer than two."""
     n = len(scores)
     mean = sum(scores) / n if n else None
     sem = math.sqrt(sum((s - mean) ** 2 for s in scores) / (n - 1) / n) if n > 1 else None
@@ -113,8 +115,8 @@ def leaderboard(annotations: Sequence[dict[str, Any]],
 
     all_scores = [preference_score(a.get("preference"), where=f"annotation {i}") for i, a in enumerate(annotations)]
     scores = [s for s in all_scores if s is not None]
-    mean, sem = _mean_sem(scores)
-    discrete, _ = _mean_sem([s for s in (discrete_score(a.get("preference")) for a in annotations) if s is not None])
+    mean, sem = mean_sem(scores)
+    discrete, _ = mean_sem([s for s in (discrete_score(a.get("preference")) for a in annotations) if s is not None])
     return {
         "win_rate": None if mean is None else mean * 100,
         "standard_error": None if sem is None else sem * 100,

@@ -162,6 +162,7 @@ def test_fsdp_two_processes_over_gloo(data_file, tiny_model, tmp_path):
     summary = read_json(out / "train_summary.json")
     assert summary["world_size"] == 2 and summary["gradient_accumulation_steps"] == 2
     assert summary["wrapped_as"].startswith("FSDP") and summary["weights_changed"] is True
+    assert summary["processes_that_read_the_weights"] == 1  # rank 1 got its shards by broadcast from rank 0
     assert summary["train_loss_last"] < summary["train_loss_first"]
     assert AutoModelForCausalLM.from_pretrained(out / "model").num_parameters() == summary["parameters"]
 
@@ -312,11 +313,18 @@ def is_unit(module):  # FSDP2 (fully_shard) or FSDP1 (a FullyShardedDataParallel
     return isinstance(module, (FSDPModule, FullyShardedDataParallel))
 
 class Record(TrainerCallback):
+    def on_train_begin(self, args, state, control, model=None, **kwargs):  # weights as wrapped, before any step
+        sums = {name: float(p.full_tensor().double().sum()) for name, p in model.named_parameters()}
+        with open(os.path.join(out, "weights-%s.json" % os.environ["RANK"]), "w") as f:
+            json.dump(sums, f)
+
     def on_step_end(self, args, state, control, model=None, **kwargs):
         layers = {name: [type(m).__name__, is_unit(m)] for name, m in model.named_modules()
                   if name.startswith("model.layers.") and name.count(".") == 2}
+        optimized = {id(p) for group in kwargs["optimizer"].param_groups for p in group["params"]}
+        trainable = {id(p) for p in model.parameters() if p.requires_grad}
         with open(os.path.join(out, "units-%s.json" % os.environ["RANK"]), "w") as f:
-            json.dump({"layers": layers, "root": is_unit(model)}, f)
+            json.dump({"layers": layers, "root": is_unit(model), "optimizer_holds_every_weight": optimized == trainable}, f)
 
 config = resolve_config("cpu-demo", data=[data], model=model, output_dir=os.path.join(out, "run"), mode="fsdp",
                         max_steps=1, micro_batch_size=1, effective_batch_size=2, max_length=64)
@@ -326,8 +334,12 @@ train(config, callbacks=[Record()])
 
 def test_fsdp_shards_every_decoder_layer_as_its_own_unit(data_file, tiny_model, tmp_path):
     """Auto-wrap must make each LlamaDecoderLayer an FSDP unit (gathered one at a time), not only the outer
-    model (which would gather all weights at once): checked inside both torchrun processes."""
+    model (which would gather all weights at once): checked inside both torchrun processes. Only rank 0 reads
+    the weights from disk; the shards of rank 1 must still hold exactly the saved model's weights."""
     import os
+
+    import torch
+    from safetensors.torch import load_file
 
     script = tmp_path / "fsdp_units.py"
     script.write_text(FSDP_UNITS_SCRIPT)
@@ -336,9 +348,13 @@ def test_fsdp_shards_every_decoder_layer_as_its_own_unit(data_file, tiny_model, 
     env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = {name: float(t.double().sum()) for name, t in load_file(tiny_model / "model.safetensors").items()}
     for rank in (0, 1):
+        wrapped = read_json(tmp_path / f"weights-{rank}.json")
+        assert wrapped.keys() <= saved.keys() and len(wrapped) >= len(saved) - 1  # lm_head may be tied
+        torch.testing.assert_close(wrapped, {name: saved[name] for name in wrapped}, rtol=0, atol=1e-6)
         units = read_json(tmp_path / f"units-{rank}.json")
-        assert units["root"] is True
+        assert units["root"] is True and units["optimizer_holds_every_weight"] is True
         assert sorted(units["layers"]) == ["model.layers.0", "model.layers.1"]
         assert all(is_unit and ("LlamaDecoderLayer" in name or name == "FullyShardedDataParallel")
                    for name, is_unit in units["layers"].values()), units
