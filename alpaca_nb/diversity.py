@@ -43,7 +43,7 @@ def entropy_bits(counts: Iterable[int]) -> float:
     """Shannon entropy (bits) of the distribution given by ``counts``; 0 for an empty one."""
     counts = [c for c in counts if c > 0]
     total = sum(counts)
-    return -sum(c / total * math.log2(c / total) for c in counts) if total else 0.0
+    return max(0.0, -sum(c / total * math.log2(c / total) for c in counts)) if total else 0.0  # never -0.0
 
 
 def summarize(examples: Sequence[Example], pairs: Sequence[Pair], rouge: np.ndarray | None = None,
@@ -111,15 +111,21 @@ def load_dataset(spec: str | Path) -> tuple[str, list[Example]]:
 def lesson_datasets(data: str | Path | None = None,
                     compare: Sequence[str] | str = ("seed_tasks", "alpaca_eval")) -> list[str]:
     """The lesson's datasets: ``data``, else lesson 02's ``regen.json`` when it holds records, else the seed
-    tasks; then ``compare`` (one name or several); then the released 52K when it has been fetched.
-    Duplicates are dropped."""
+    tasks; then lesson 02's Self-Instruct recipe's training file (``self_instruct/finetuning/
+    all_generated_instances.jsonl``) when it holds records, so the two recipes stand side by side; then
+    ``compare`` (one name or several); then the released 52K when it has been fetched. Duplicates are dropped."""
     from .data import manifest_entry
+    from .generate_config import REGEN_FILE, SELF_INSTRUCT_SUBDIR
+    from .generate_config import STAGE as LESSON_02
     from .paths import seeds_dir
+    from .self_instruct_files import FINETUNING_FILE
 
-    generated = outputs_dir("02_generate_instructions") / "regen.json"
+    generated = outputs_dir(LESSON_02) / REGEN_FILE
     has_generated = bool(load_optional_records(generated))
+    self_instruct = outputs_dir(LESSON_02) / SELF_INSTRUCT_SUBDIR / FINETUNING_FILE
     compare = [compare] if isinstance(compare, str) else list(compare)
-    specs = [str(data or (generated if has_generated else "seed_tasks")), *compare]
+    specs = [str(data or (generated if has_generated else "seed_tasks")),
+             *([str(self_instruct)] if load_optional_records(self_instruct) else []), *compare]
     if (seeds_dir() / manifest_entry("alpaca_data").path).exists():
         specs.append("alpaca_data")
     return list(dict.fromkeys(specs))

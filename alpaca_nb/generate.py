@@ -36,6 +36,7 @@ from .generate_config import (REGEN_FILE, SERVER_LOG, SUMMARY_FILE, GenerateConf
                               read_summary, seed_records)
 from .generate_cost import PRICES_AS_OF, cost_usd, estimate, load_prices, price_for
 from .generate_requests import RequestReply, sampling_extra, send_request
+from .self_instruct import generate_self_instruct
 from .server import open_endpoint
 
 
@@ -52,7 +53,7 @@ class _Run:
         self.dedup = RougeDeduplicator((s["instruction"] for s in seeds), threshold=config.similarity_threshold)
         for r in self.records:
             self.dedup.append(r["instruction"])
-        s = read_summary(out_dir)
+        s = read_summary(out_dir, recipe="alpaca")
         self.counts = {k: s.get(k, 0) for k in ("requests", "prompts", "prompt_tokens", "completion_tokens",
                                                 "parsed_tasks", "beyond_target")}
         self.discarded = {reason: s.get("discarded", {}).get(reason, 0) for reason in prompts.DISCARD_REASONS}
@@ -110,7 +111,8 @@ class _Run:
         elapsed = self.elapsed_before + session_s
         kept = len(self.records)
         c = self.counts
-        return {"status": status, "kept": kept, "target": self.config.num_instructions, **c,
+        return {"status": status, "recipe": "alpaca", "kept": kept, "target": self.config.num_instructions, **c,
+                "steps": {"generate": {k: c[k] for k in ("requests", "prompts", "prompt_tokens", "completion_tokens")}},
                 "discarded": self.discarded, "retries": self.retries,
                 "yield_per_prompt": round(kept / c["prompts"], 3) if c["prompts"] else None,
                 "elapsed_s": round(elapsed, 2),
@@ -138,9 +140,13 @@ def generate(config: GenerateConfig, endpoint=None) -> dict[str, Any]:
     run summary, also written to ``out_dir/summary.json``. Bad settings or files raise
     :class:`AlpacaNbError` before anything is sent or written; a failed run leaves the files of earlier
     sessions as they were unless it completed a request (a fresh folder gets a summary of the failure).
+    ``config.recipe == "self-instruct"`` runs :func:`alpaca_nb.self_instruct.generate_self_instruct` instead.
     """
     from tqdm.auto import tqdm
 
+    if config.recipe != "alpaca":
+        config.validate()
+        return generate_self_instruct(config, endpoint)
     seeds = seed_records(config.seed_tasks)
     config.validate(len(seeds))
     out_dir = config.out_dir()

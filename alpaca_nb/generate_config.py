@@ -18,6 +18,10 @@ from .paths import outputs_dir
 
 STAGE = "02_generate_instructions"
 REGEN_FILE, SUMMARY_FILE, SERVER_LOG = "regen.json", "summary.json", "server.log"
+# Alpaca's one-prompt shortcut, or Self-Instruct's four steps (alpaca_nb.self_instruct), which by default write
+# to a subfolder of the stage's folder.
+RECIPES = ("alpaca", "self-instruct")
+SELF_INSTRUCT_SUBDIR = "self_instruct"
 
 # Alpaca's request settings: up to 3072 new tokens, stop before task 20. The embedded 135M model on a
 # CPU writes a few tokens a second and rarely finishes a task list, so locally each request stops
@@ -38,6 +42,11 @@ class GenerateConfig:
     needs fewer. ``max_requests`` bounds the total number of requests over all resumed runs (a weak
     teacher may never reach the target); ``None`` means 3x the estimated number
     (:func:`alpaca_nb.generate_cost.estimate`). :meth:`validate` checks the numbers before anything is sent.
+
+    ``recipe="self-instruct"`` runs Self-Instruct's four steps instead (:mod:`alpaca_nb.self_instruct`):
+    ``num_instructions`` is then the number of new instructions of step 1, ``max_requests`` bounds all steps
+    together, ``max_tokens`` caps steps 1 and 3, and each step samples with upstream's settings (``temperature``,
+    ``top_p``, ``stop`` and ``num_prompt_instructions`` apply to Alpaca's recipe only).
     """
 
     num_instructions: int = 100
@@ -63,6 +72,7 @@ class GenerateConfig:
     backoff_max: float = 60.0
     prices: str | None = None
     progress: bool = True
+    recipe: str = "alpaca"
 
     @property
     def resolved_api(self) -> str:
@@ -90,9 +100,16 @@ class GenerateConfig:
         lists_ok = self.resolved_api == "completions" and self.backend != "local"
         return max(1, self.request_batch_size) if lists_ok else 1
 
+    @property
+    def out_path(self) -> Path:
+        """The output folder, not created: ``output_dir``, else the stage's (its ``self_instruct/`` for that recipe)."""
+        if self.output_dir:
+            return Path(self.output_dir)
+        return outputs_dir(STAGE) / SELF_INSTRUCT_SUBDIR if self.recipe == "self-instruct" else outputs_dir(STAGE)
+
     def out_dir(self) -> Path:
         """The output folder, created if missing (a file in its place raises :class:`AlpacaNbError`)."""
-        return ensure_dir(Path(self.output_dir) if self.output_dir else outputs_dir(STAGE), "--output-dir")
+        return ensure_dir(self.out_path, "--output-dir")
 
     def validate(self, n_seeds: int | None = None) -> None:
         """Raise :class:`AlpacaNbError` naming the option of the first setting that cannot work.
@@ -118,6 +135,8 @@ class GenerateConfig:
                 raise AlpacaNbError(f"--output-dir {self.output_dir}: {existing} is a file, not a folder; pass a "
                                     "folder (it is created if missing)")
         _ = self.resolved_api  # raises for an unknown api
+        if self.recipe not in RECIPES:
+            raise AlpacaNbError(f"--recipe {self.recipe!r}: choose one of {', '.join(RECIPES)}")
 
 
 # --- state on disk ------------------------------------------------------------------------------------
@@ -133,14 +152,18 @@ COUNT_FIELDS = ("kept", "target", "requests", "prompts", "prompt_tokens", "compl
                 "beyond_target")
 
 
-def read_summary(out_dir: Path) -> dict[str, Any]:
-    """``out_dir/summary.json`` of an earlier run (``{}`` if none); one of another shape raises
-    :class:`AlpacaNbError` naming the file and the field, before anything is sent or written."""
+def read_summary(out_dir: Path, recipe: str | None = None) -> dict[str, Any]:
+    """``out_dir/summary.json`` of an earlier run (``{}`` if none); one of another shape, or (given ``recipe``) of
+    the other recipe, raises :class:`AlpacaNbError` naming the file and the field, before anything is sent or
+    written. A summary without ``recipe`` is Alpaca's (written before Self-Instruct's recipe existed)."""
     path = out_dir / SUMMARY_FILE
     if not path.exists():
         return {}
     summary = read_json(path)
     problem = _summary_problem(summary)
+    if not problem and recipe and isinstance(summary, dict) and summary.get("recipe", "alpaca") != recipe:
+        raise AlpacaNbError(f"{path}: written by --recipe {summary.get('recipe', 'alpaca')}, not {recipe}; pick "
+                            "another --output-dir (each recipe resumes only its own runs)")
     if problem:
         raise AlpacaNbError(f"{path}: {problem}, not what `alpaca-nb generate` writes; move the file away (the "
                             f"records in {REGEN_FILE} are kept) or pick another --output-dir")

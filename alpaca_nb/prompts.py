@@ -63,7 +63,14 @@ NO_INPUT = "<noinput>"
 # Words a text-only model cannot act on (Alpaca's list); matched as whole words, any case.
 BLOCKED_WORDS = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
                  "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram")
-_BLOCKED_RE = re.compile(r"\b(" + "|".join(re.escape(w) for w in BLOCKED_WORDS) + r")\b", re.IGNORECASE)
+
+
+def blocked_words_re(words: Sequence[str]) -> re.Pattern:
+    """A pattern matching any of ``words`` as whole words, any case (Alpaca's and Self-Instruct's lists)."""
+    return re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+
+
+_BLOCKED_RE = blocked_words_re(BLOCKED_WORDS)
 
 # Reasons a generated task is discarded, in the order the checks run ("similar" is the novelty filter).
 DISCARD_REASONS = ("truncated", "malformed", "too_short", "too_long", "blocked_word", "write_a_program",
@@ -97,21 +104,24 @@ def encode_prompt(tasks: Sequence[Mapping[str, str]]) -> str:
     return "".join(parts)
 
 
-def _reject(parsed: Parsed, reason: str, text: str) -> None:
+def reject(parsed: Parsed, reason: str, text: str) -> None:
+    """Count one discard of ``text`` under ``reason`` in ``parsed`` (keeping up to 3 examples per reason)."""
     parsed.discarded[reason] += 1
     examples = parsed.examples.setdefault(reason, [])
     if len(examples) < 3:
         examples.append(text[:300])
 
 
-def filter_reason(instruction: str) -> str | None:
-    """The first of Alpaca's instruction filters that ``instruction`` fails, or ``None`` if it passes."""
+def filter_reason(instruction: str, blocked: re.Pattern | None = None) -> str | None:
+    """The first of Alpaca's instruction filters that ``instruction`` fails, or ``None`` if it passes.
+
+    ``blocked`` replaces Alpaca's keyword list (Self-Instruct's is shorter, see :mod:`self_instruct_prompts`)."""
     n_words = len(instruction.split())
     if n_words <= 3:
         return "too_short"
     if n_words > 150:
         return "too_long"
-    if _BLOCKED_RE.search(instruction):
+    if (blocked or _BLOCKED_RE).search(instruction):
         return "blocked_word"
     if instruction.startswith("Write a program"):
         return "write_a_program"
@@ -138,16 +148,16 @@ def parse_response(text: str, num_prompt_tasks: int, finish_reason: str | None) 
         if not item.strip():
             continue
         if idx == len(items) - 1 and finish_reason == "length":
-            _reject(parsed, "truncated", item.strip())
+            reject(parsed, "truncated", item.strip())
             continue
         fields = _ITEM_RE.split(item)
         if len(fields) != 7 or fields[1::2] != ["Instruction", "Input", "Output"]:
-            _reject(parsed, "malformed", item.strip())
+            reject(parsed, "malformed", item.strip())
             continue
         instruction, inp, output = (f.strip() for f in fields[2::2])
         reason = filter_reason(instruction)
         if reason:
-            _reject(parsed, reason, instruction)
+            reject(parsed, reason, instruction)
             continue
         parsed.tasks.append({"instruction": instruction, "input": "" if inp.lower() == NO_INPUT else inp,
                              "output": output})
