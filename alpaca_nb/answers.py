@@ -147,13 +147,19 @@ class LocalModel:
     tokenizer: Any
     name: str
     path: str | None = None  # the folder it was loaded from (identifies it in answer caches)
+    quantize: str | None = None  # "8bit" / "4bit" when loaded quantised (bitsandbytes)
 
 
-def load_local_model(path: str | Path | None = None, dtype: str = "float32") -> LocalModel:
+def load_local_model(path: str | Path | None = None, dtype: str = "float32", quantize: str | None = None,
+                     quantize_fallback: bool = False, device: str | None = None) -> LocalModel:
     """Load a Hugging Face model folder, or a LoRA adapter folder (``adapter_config.json``) on top of its base.
 
     The adapter's base comes from its ``base_model_name_or_path``; the tokenizer from the adapter folder
     when it has one, else from the base. ``name`` is the folder's name (used as the default generator).
+    ``quantize="8bit"`` (LLM.int8) or ``"4bit"`` (NF4, double quantisation) loads the base's linear weights
+    with bitsandbytes on ``device`` (default: the GPU if any, else the CPU; :mod:`alpaca_nb.quantized`); where
+    bitsandbytes cannot run that mode there, :class:`AlpacaNbError` says why, or with ``quantize_fallback``
+    a printed message says so and the model loads in ``dtype`` (``LocalModel.quantize`` is then ``None``).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -164,14 +170,20 @@ def load_local_model(path: str | Path | None = None, dtype: str = "float32") -> 
         from peft import PeftConfig
 
         base = Path(resolve_model(PeftConfig.from_pretrained(path).base_model_name_or_path))
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype))
+    kwargs: dict = {"dtype": getattr(torch, dtype)}
+    if quantize is not None:
+        from .quantized import quantized_load_kwargs
+
+        kwargs = quantized_load_kwargs(quantize, dtype, device, fallback=quantize_fallback)
+    model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
     tok_dir = path if (path / "tokenizer_config.json").exists() else base
     tokenizer = AutoTokenizer.from_pretrained(tok_dir, padding_side="left")
     if base != path:
         model = attach_lora_adapter(model, path, tokenizer)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LocalModel(model.eval(), tokenizer, path.name, str(path))
+    return LocalModel(model.eval(), tokenizer, path.name, str(path),
+                      quantize if "quantization_config" in kwargs else None)
 
 
 def finetuned_model_dir(stage: str = "04_finetune") -> Path | None:
@@ -204,7 +216,7 @@ def generate_tokens(lm: LocalModel, prompts: Sequence[str], batch_size: int = 8,
     results: list[list[int]] = [[] for _ in prompts]
     for start in tqdm(range(0, len(order), batch_size), desc="answers", unit="batch", disable=not progress):
         idx = order[start:start + batch_size]
-        enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True)
+        enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True).to(lm.model.device)
         with torch.no_grad():
             out = lm.model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
                                     eos_token_id=tok.eos_token_id, **sampling)
