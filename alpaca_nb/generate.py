@@ -23,7 +23,6 @@ import threading
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,8 +33,8 @@ from .errors import scrub_secrets
 from .fileio import atomic_write_json
 from .generate_config import (REGEN_FILE, SERVER_LOG, SUMMARY_FILE, GenerateConfig, load_regen, prompt_for,
                               read_summary, seed_records)
-from .generate_cost import PRICES_AS_OF, cost_usd, estimate, load_prices, price_for
-from .generate_requests import RequestReply, sampling_extra, send_request
+from .generate_cost import PRICES_AS_OF, cost_usd, estimate
+from .generate_requests import RequestReply, open_session, sampling_extra, send_request
 from .self_instruct import generate_self_instruct
 from .server import open_endpoint
 
@@ -155,17 +154,10 @@ def generate(config: GenerateConfig, endpoint=None) -> dict[str, Any]:
     spent = run.next_index >= limit
     if (len(run.records) >= config.num_instructions or spent) and (out_dir / SUMMARY_FILE).exists():
         return read_summary(out_dir)  # already done: nothing to start, nothing to spend
-    prices = load_prices(config.prices)
     with contextlib.ExitStack() as stack:
-        endpoint = endpoint or stack.enter_context(open_endpoint(
-            config.backend, model=config.model, base_url=config.base_url, log_path=out_dir / SERVER_LOG))
-        model = Path(endpoint.model).name if config.backend == "local" else endpoint.model
+        endpoint, price, session, client = open_session(stack, config, out_dir, run.run_id, limit, endpoint)
         run.secrets.append(endpoint.api_key)
-        price = price_for(endpoint.model, config.backend, prices)
-        session = {"run_id": run.run_id, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                   "backend": config.backend, "base_url": endpoint.base_url, "model": model, "max_requests": limit,
-                   "config": {k: v for k, v in asdict(config).items() if k not in ("progress",)}}
-        client = endpoint.client(timeout=config.request_timeout, max_retries=0)
+        model = session["model"]
         extra = sampling_extra(config, endpoint)
         bar = stack.enter_context(tqdm(total=config.num_instructions, initial=min(len(run.records), config.num_instructions),
                                        desc="kept instructions", unit="instr", disable=not config.progress))

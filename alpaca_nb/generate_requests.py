@@ -12,11 +12,16 @@ import contextlib
 import json
 import random
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .errors import AlpacaNbError, scrub_secrets
 from .generate_config import GenerateConfig
+
+if TYPE_CHECKING:
+    from .server import Endpoint
 
 
 @dataclass
@@ -202,3 +207,44 @@ def sampling_extra(config: GenerateConfig, endpoint) -> dict:
     return {"generation_config": json.dumps(gen | {"do_sample": config.temperature > 0})}
 
 
+def open_session(stack: contextlib.ExitStack, config: GenerateConfig, out_dir: Path, run_id: str, max_requests: int,
+                 endpoint: Endpoint | None = None) -> tuple[Endpoint, tuple[float, float] | None, dict[str, Any], Any]:
+    """Open the run's endpoint on ``stack`` (or take ``endpoint``): ``(endpoint, price, session, client)``.
+
+    ``price`` is per million input/output tokens (:func:`~alpaca_nb.generate_cost.price_for`, ``None`` when
+    unknown); ``session`` is the summary's record of this session (run id, start time, backend, server, model,
+    request cap, config); ``client`` an ``openai`` client that never retries on its own (the run's loop does).
+    """
+    from .generate_config import SERVER_LOG
+    from .generate_cost import load_prices, price_for
+    from .server import open_endpoint
+
+    endpoint = endpoint or stack.enter_context(open_endpoint(
+        config.backend, model=config.model, base_url=config.base_url, log_path=out_dir / SERVER_LOG))
+    model = Path(endpoint.model).name if config.backend == "local" else endpoint.model
+    price = price_for(endpoint.model, config.backend, load_prices(config.prices))
+    session = {"run_id": run_id, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "backend": config.backend, "base_url": endpoint.base_url, "model": model, "max_requests": max_requests,
+               "config": {k: v for k, v in asdict(config).items() if k != "progress"}}
+    return endpoint, price, session, endpoint.client(timeout=config.request_timeout, max_retries=0)
+
+
+def map_requests(request: Callable[[Any], Any], plans: Sequence[Any], todo: Sequence[int], results: dict[int, Any],
+                 save: Callable[[], None], workers: int = 1, desc: str = "requests", progress: bool = True) -> None:
+    """Fill ``results[i] = request(plans[i])`` for every ``i`` in ``todo``, ``workers`` requests at a time, with a
+    progress bar (items already in ``results`` count as done); call ``save()`` after every 10 replies and once
+    at the end, also when a request raises (so nothing answered before an error is lost)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool, \
+                tqdm(total=len(plans), initial=len(results), desc=desc, disable=not progress) as bar:
+            for n, (i, reply) in enumerate(zip(todo, pool.map(request, [plans[i] for i in todo])), start=1):
+                results[i] = reply
+                bar.update(1)
+                if n % 10 == 0:
+                    save()
+    finally:
+        save()

@@ -17,13 +17,12 @@ import hashlib
 import json
 import random
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import AlpacaNbError
 from .fileio import atomic_write_json, read_json
-from .generate_requests import complete_once
+from .generate_requests import complete_once, map_requests
 from .server import Endpoint
 
 ORDERS = ("random", "both", "fixed")
@@ -259,8 +258,6 @@ def judge(model_outputs: Sequence[dict], reference_outputs: Sequence[dict], endp
     scrubbed. A file holding another model's annotations is refused (:class:`AlpacaNbError`), so nothing is
     overwritten. A failed request or an unusable reply stops with a one-line error naming the server and the item.
     """
-    from tqdm.auto import tqdm
-
     if not model_outputs:
         raise AlpacaNbError("no model outputs to judge; answer the eval set first (`alpaca-nb answer`)")
     generators = sorted({m["generator"] for m in model_outputs})
@@ -308,16 +305,7 @@ def judge(model_outputs: Sequence[dict], reference_outputs: Sequence[dict], endp
             current = [results.get(i) or previous.get(p["instruction"]) for i, p in enumerate(plans)]
             atomic_write_json(out_path, kept + [a for a in current if a is not None], secrets=[endpoint.api_key])
 
-    try:
-        with ThreadPoolExecutor(max_workers=workers) as pool, \
-                tqdm(total=len(plans), initial=len(results), desc="judging", disable=not progress) as bar:
-            for n, (i, ann) in enumerate(zip(todo, pool.map(annotate, [plans[i] for i in todo])), start=1):
-                results[i] = ann
-                bar.update(1)
-                if n % 10 == 0:
-                    save()
-    finally:
-        save()
+    map_requests(annotate, plans, todo, results, save, workers, "judging", progress)
     return [results[i] for i in range(len(plans))]
 
 

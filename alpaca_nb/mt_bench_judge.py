@@ -22,14 +22,13 @@ import hashlib
 import json
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import AlpacaNbError
 from .fileio import read_jsonl_numbered, write_jsonl
-from .generate_requests import complete_once
+from .generate_requests import complete_once, map_requests
 from .mt_bench import NEED_REF_CATS
 from .server import Endpoint
 
@@ -170,8 +169,6 @@ def grade_answers(answers: Sequence[dict[str, Any]], questions: Sequence[dict[st
     every 10 judgments and when the run stops (also on an error), the API key scrubbed. A failed request or an
     unusable reply stops with one line naming the server and the question.
     """
-    from tqdm.auto import tqdm
-
     if not answers:
         raise AlpacaNbError("no answers to grade; answer the questions first (`alpaca-nb mt-bench answer`)")
     by_id = {q["question_id"]: q for q in questions}
@@ -216,14 +213,5 @@ def grade_answers(answers: Sequence[dict[str, Any]], questions: Sequence[dict[st
             merged = previous | {key(j): j for j in results.values()}
             write_jsonl(out_path, [merged[k] for k in sorted(merged)], secrets=[endpoint.api_key])
 
-    try:
-        with ThreadPoolExecutor(max_workers=workers) as pool, \
-                tqdm(total=len(plans), initial=len(results), desc="grading", disable=not progress) as bar:
-            for n, (i, judgment) in enumerate(zip(todo, pool.map(grade, [plans[i] for i in todo])), start=1):
-                results[i] = judgment
-                bar.update(1)
-                if n % 10 == 0:
-                    save()
-    finally:
-        save()
+    map_requests(grade, plans, todo, results, save, workers, "grading", progress)
     return [results[i] for i in range(len(plans))]

@@ -38,7 +38,6 @@ import time
 import uuid
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -48,12 +47,11 @@ from .data import Example, load_seed_tasks
 from .dedupe import RougeDeduplicator
 from .errors import scrub_secrets
 from .fileio import atomic_write_json, atomic_write_text
-from .generate_config import SERVER_LOG, SUMMARY_FILE, GenerateConfig, read_summary
+from .generate_config import SUMMARY_FILE, GenerateConfig, read_summary
 from .generate_cost import PRICES_AS_OF, cost_usd, estimate, load_prices, price_for
-from .generate_requests import RequestReply, sampling_extra, send_request
+from .generate_requests import RequestReply, open_session, sampling_extra, send_request
 from .self_instruct_files import (CLF_FILE, FINETUNING_FILE, INSTANCES_FILE, INSTRUCTIONS_FILE, append_jsonl,
                                   engine_name, finish_reason, read_step_file)
-from .server import open_endpoint
 
 STEPS = ("instructions", "classification", "instances")  # the steps that send requests; "filter" is step 4
 _COUNTS = ("requests", "prompts", "prompt_tokens", "completion_tokens")
@@ -341,17 +339,10 @@ def generate_self_instruct(config: GenerateConfig, endpoint=None) -> dict[str, A
                               price_for(config.model or "", config.backend, load_prices(config.prices)))
         run.save_summary(summary)
         return summary
-    prices = load_prices(config.prices)
     with contextlib.ExitStack() as stack:
-        endpoint = endpoint or stack.enter_context(open_endpoint(
-            config.backend, model=config.model, base_url=config.base_url, log_path=out_dir / SERVER_LOG))
-        model = Path(endpoint.model).name if config.backend == "local" else endpoint.model
+        endpoint, price, session, client = open_session(stack, config, out_dir, run.run_id, run.limit, endpoint)
         run.secrets.append(endpoint.api_key)
-        price = price_for(endpoint.model, config.backend, prices)
-        session = {"run_id": run.run_id, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                   "backend": config.backend, "base_url": endpoint.base_url, "model": model,
-                   "max_requests": run.limit, "config": {k: v for k, v in asdict(config).items() if k != "progress"}}
-        client = endpoint.client(timeout=config.request_timeout, max_retries=0)
+        model = session["model"]
         bar = stack.enter_context(tqdm(desc="Self-Instruct requests", unit="req", disable=not config.progress))
 
         def after(step: str) -> None:
