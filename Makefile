@@ -16,7 +16,7 @@ export HF_HUB_DISABLE_TELEMETRY ?= 1
 PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 QUIET := 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 
-.PHONY: install data model demo test benchmarks clean
+.PHONY: install data model demo test benchmarks clean site solutions setup-cells
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,17 @@ model: install
 
 demo: data model
 	$(BIN)/alpaca-nb run-notebooks --profile demo
+
+# The workshop kit: the executed lessons as a static site (outputs/site/, after `make demo`), the exercises'
+# solutions (not part of the demo), and the setup cell + Colab links regenerated from pyproject.toml's URL.
+site: install
+	$(BIN)/alpaca-nb site
+
+solutions: data model
+	$(BIN)/alpaca-nb run-notebooks --solutions --profile demo
+
+setup-cells: install
+	$(BIN)/alpaca-nb setup-cells
 
 test: data model
 	$(BIN)/python -m pytest tests

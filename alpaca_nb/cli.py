@@ -13,6 +13,8 @@ from typing import Sequence
 
 from .cli_evaluate import add_evaluate, add_evidence
 from .cli_evaluate import print_json as _print_json
+from .cli_export import add_export
+from .cli_mt_bench import add_mt_bench
 from .errors import AlpacaNbError, scrub_secrets
 
 
@@ -38,7 +40,19 @@ def _add_foundation(sub: argparse._SubParsersAction) -> None:
     p.add_argument("notebooks", nargs="*", help="notebook names or stems (default: all, in order)")
     p.add_argument("--profile", default="demo", help="parameter profile from notebooks/profiles.yaml")
     p.add_argument("--out", help="folder for executed copies (default: outputs/notebooks)")
+    p.add_argument("--solutions", action="store_true",
+                   help="run the exercises' solutions (notebooks/solutions/) instead of the lessons")
     p.set_defaults(func=_cmd_run_notebooks)
+
+    p = sub.add_parser("site", help="render the executed lessons to a static HTML site with an index (offline)")
+    p.add_argument("--profile", default="demo", help="whose executed copies: demo (outputs/notebooks) or another")
+    p.add_argument("--notebooks", help="folder of executed notebooks (default: the profile's notebooks/)")
+    p.add_argument("--out", help="site folder (default: outputs/site, or outputs/<profile>/site)")
+    p.set_defaults(func=_cmd_site)
+
+    p = sub.add_parser("setup-cells", help="write the setup cell into every notebook and the Colab links into "
+                                           "the README, from pyproject.toml's repository URL")
+    p.set_defaults(func=_cmd_setup_cells)
 
 
 def _cmd_fetch(args: argparse.Namespace) -> None:
@@ -61,8 +75,22 @@ def _cmd_seed_stats(args: argparse.Namespace) -> None:
 def _cmd_run_notebooks(args: argparse.Namespace) -> None:
     from . import notebooks
 
-    for path in notebooks.run_notebooks(args.notebooks or None, profile=args.profile, out_dir=args.out):
+    for path in notebooks.run_notebooks(args.notebooks or None, profile=args.profile, out_dir=args.out,
+                                        solutions=args.solutions):
         print(path)
+
+
+def _cmd_site(args: argparse.Namespace) -> None:
+    from . import site
+
+    print(site.build_site(args.notebooks, args.out, profile=args.profile))
+
+
+def _cmd_setup_cells(args: argparse.Namespace) -> None:
+    from . import notebook_setup
+
+    changed = notebook_setup.install_setup_cells()
+    print("\n".join(f"updated {path}" for path in changed) or "every notebook and the README are up to date")
 
 
 # --- lesson 02: generation (alpaca_nb.generate*, alpaca_nb.dedupe) ----------------------------
@@ -98,6 +126,10 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prices", help='JSON file of prices per 1M tokens, {"model": {"input": 0.15, "output": 0.6}}')
     p.add_argument("--dry-run", action="store_true", help="print the token and cost estimate and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--recipe", choices=("alpaca", "self-instruct"), default="alpaca",
+                   help="alpaca: one prompt asks for whole tasks (default); self-instruct: Self-Instruct's four steps "
+                   "(instructions, is-classification, instances output- or input-first, filters) in its file layout, "
+                   "by default in outputs/02_generate_instructions/self_instruct")
     p.set_defaults(func=_cmd_generate)
 
 
@@ -112,7 +144,7 @@ def _cmd_generate(args: argparse.Namespace) -> None:
         request_batch_size=args.request_batch_size, num_prompt_instructions=args.num_prompt_instructions,
         temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, stop=args.stop, seed=args.seed,
         max_requests=args.max_requests, request_timeout=args.request_timeout, max_retries=args.max_retries,
-        prices=args.prices, progress=not args.no_progress)
+        prices=args.prices, progress=not args.no_progress, recipe=args.recipe)
     print(generate_cost.format_estimate(generate_cost.estimate(config)), file=sys.stderr)
     if args.dry_run:
         return
@@ -122,6 +154,13 @@ def _cmd_generate(args: argparse.Namespace) -> None:
 
     signal.signal(signal.SIGTERM, interrupt)
     summary = generate.generate(config)
+    if config.recipe == "self-instruct":
+        _print_json({k: summary.get(k) for k in ("status", "instructions", "kept", "instances", "classification_share",
+                                                 "requests", "prompt_tokens", "completion_tokens", "discarded",
+                                                 "retries", "cost_usd", "elapsed_s")})
+        print(f"wrote {', '.join(summary['files'].values())} and {generate_config.SUMMARY_FILE} in "
+              f"{config.out_dir()}", file=sys.stderr)
+        return
     _print_json({k: summary.get(k) for k in ("status", "kept", "target", "requests", "prompt_tokens",
                                              "completion_tokens", "discarded", "retries", "cost_usd", "elapsed_s")})
     out = config.out_dir()
@@ -157,16 +196,25 @@ def _cmd_diversity(args: argparse.Namespace) -> None:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="lesson 04: supervised fine-tuning (full, FSDP under torchrun, or 8-bit LoRA)",
-                       description="Fine-tune a causal LM on Alpaca-format data with Alpaca's templates. "
-                                   "Options left out take the --preset's values.")
+                       description="Fine-tune a causal LM on Alpaca-format data with Alpaca's templates, and/or "
+                                   "on ShareGPT conversations (loss on the assistant turns). Options left out take "
+                                   "the --preset's values.")
     p.add_argument("--mode", choices=("full", "fsdp", "8bit"), default="full",
                    help="full: one device; fsdp: FSDP full_shard under torchrun; 8bit: LLM.int8 base + LoRA")
-    p.add_argument("--data", nargs="+", metavar="PATH",
-                   help="Alpaca-format .json/.jsonl file(s) (required unless --estimate-memory)")
+    p.add_argument("--data", nargs="+", action="extend", metavar="PATH[:WEIGHT]",
+                   help="Alpaca-format or ShareGPT .json/.jsonl file(s), repeatable (required unless "
+                        "--estimate-memory); PATH:WEIGHT on every file draws a seeded weighted mix (Koala)")
+    p.add_argument("--mix-size", type=int, help="records in a weighted mix (default: the files' total)")
+    p.add_argument("--conversation-template", choices=("auto", "chat_template", "vicuna_v1.1"),
+                   help="ShareGPT conversations: the tokenizer's chat template, or FastChat's vicuna_v1.1 "
+                        "(auto, the default: the chat template when the tokenizer has one)")
+    p.add_argument("--truncate-long-turns", action="store_true", default=None,
+                   help="cut a turn pair longer than --max-length instead of dropping it")
     p.add_argument("--model", default="default", help="Hugging Face model folder (default: embedded SmolLM2-135M)")
     p.add_argument("--output-dir", help="where the model, logs, checkpoints and summary go (required unless "
                                         "--estimate-memory)")
-    p.add_argument("--preset", default="cpu-demo", help="alpaca-7b | alpaca-13b | alpaca-lora-7b | cpu-demo")
+    p.add_argument("--preset", default="cpu-demo",
+                   help="alpaca-7b | alpaca-13b | alpaca-lora-7b | vicuna-7b | cpu-demo")
     p.add_argument("--nproc", type=int, help="fsdp: processes to launch (default: one per GPU, 2 on CPU)")
     p.add_argument("--optim", choices=("adamw_torch", "adamw_8bit"), help="adamw_8bit: bitsandbytes 8-bit AdamW")
     p.add_argument("--batching", choices=("grouped", "random"),
@@ -232,7 +280,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alpaca-nb", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_foundation, _add_generate, _add_diversity, _add_train, add_evaluate, add_evidence):
+    for add in (_add_foundation, _add_generate, _add_diversity, _add_train, add_evaluate, add_evidence, add_mt_bench,
+                add_export):
         add(sub)
     return parser
 

@@ -12,6 +12,7 @@ from alpaca_nb.cli import main
 from alpaca_nb.fileio import read_json
 
 NOTEBOOKS = notebooks.list_notebooks()
+SOLUTIONS = notebooks.list_solutions()
 
 
 def _parameters_cell(nb) -> dict:
@@ -28,7 +29,7 @@ def test_lessons_are_present_in_order():
     assert NOTEBOOKS[0].stem == "01_seed_tasks"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", NOTEBOOKS + SOLUTIONS, ids=lambda p: p.stem)
 def test_committed_without_outputs_and_demo_defaults_match_profile(path):
     nb = nbformat.read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
@@ -73,10 +74,12 @@ def test_each_profile_has_its_own_outputs_root(tmp_path, isolated_outputs, monke
     probe = _probe_notebook(tmp_path)
     demo = notebooks.run_notebook(probe, profile="demo")
     assert demo == isolated_outputs / "notebooks" / "99_probe.ipynb"
+    assert notebooks.executed_profile(nbformat.read(demo, as_version=4)) == "demo"  # what `alpaca-nb site` shows
     assert (isolated_outputs / "99_probe" / "marker.txt").read_text() == "written"
     (isolated_outputs / "99_probe" / "marker.txt").write_text("the demo's")
     smoke = notebooks.run_notebook(probe, profile="smoke")
     assert smoke == isolated_outputs / "smoke" / "notebooks" / "99_probe.ipynb"
+    assert notebooks.executed_profile(nbformat.read(smoke, as_version=4)) == "smoke"
     assert (isolated_outputs / "smoke" / "99_probe" / "marker.txt").read_text() == "written"
     assert (isolated_outputs / "99_probe" / "marker.txt").read_text() == "the demo's"
     assert os.environ["ALPACA_NB_OUTPUTS"] == str(isolated_outputs)
@@ -106,3 +109,38 @@ def test_every_lesson_runs_headlessly_with_the_smoke_profile(isolated_outputs, m
     finetune = root / "04_finetune"
     assert read_json(finetune / "train_summary.json")["weights_changed"] is True
     assert _sha256(finetune / "model" / "model.safetensors") != _sha256(Path(model_dir) / "model.safetensors")
+
+
+
+def test_solutions_are_not_lessons_and_every_solved_lesson_ends_with_its_exercises():
+    """`make demo` runs list_notebooks(), which never holds a solution; each solution belongs to a lesson whose
+    last cell is "## Exercises" pointing at it, and states measured results (no placeholder left)."""
+    assert SOLUTIONS and not any(p.parent == notebooks.SOLUTIONS_DIR for p in NOTEBOOKS)
+    assert notebooks.select_notebooks(["04"], solutions=True) == [notebooks.SOLUTIONS_DIR / "04_solutions.ipynb"]
+    lessons = {p.stem[:2]: p for p in NOTEBOOKS}
+    for solution in SOLUTIONS:
+        last = nbformat.read(lessons[solution.stem[:2]], as_version=4).cells[-1]
+        assert last.cell_type == "markdown" and last.source.startswith("## Exercises"), lessons[solution.stem[:2]].name
+        assert f"solutions/{solution.name}" in last.source
+        cells = nbformat.read(solution, as_version=4).cells
+        exercises = [c for c in cells if c.cell_type == "markdown" and c.source.startswith("## Exercise ")]
+        seen = [c for c in cells if c.cell_type == "markdown" and c.source.startswith("### What you should have seen")]
+        assert 2 <= len(exercises) == len(seen) <= 4, solution.name
+        assert all("MEASURED" not in c.source and "measured" in c.source.lower() for c in seen), solution.name
+
+
+def test_every_solution_runs_headlessly_with_the_smoke_profile(isolated_outputs, model_dir):
+    """`alpaca-nb run-notebooks --solutions --profile smoke`: each solution runs green on its own (no lesson has
+    run in this outputs root) and really trains and judges what its exercises compare."""
+    assert main(["run-notebooks", "--solutions", "--profile", "smoke"]) == 0
+    root = isolated_outputs / "smoke"
+    for path in SOLUTIONS:
+        executed = nbformat.read(root / "notebooks" / "solutions" / path.name, as_version=4)
+        assert executed.metadata["papermill"]["exception"] is None
+        assert notebooks.executed_profile(executed) == "smoke"
+    assert not (root / "notebooks" / "01_seed_tasks.ipynb").exists()
+    heldout = read_json(root / "04_solutions" / "heldout.json")
+    assert set(heldout) == {"base", "masked", "train_on_inputs", "gpt4_teacher"}
+    assert read_json(root / "04_solutions" / "train_on_inputs" / "resolved_config.json")["train_on_inputs"] is True
+    both = read_json(root / "05_solutions" / "annotations_both.json")
+    assert both and all(sorted(j["first"] for j in a["judgements"]) == [1, 2] for a in both)
