@@ -90,7 +90,13 @@ def render_page(path: str | Path, out_path: str | Path) -> Path:
                             template_file="offline.html.j2", embed_images=True)
     page, _ = exporter.from_notebook_node(nbformat.read(path, as_version=4),
                                           resources={"metadata": {"path": str(Path(path).parent)}})
-    return atomic_write_text(out_path, page)
+    return _publish(atomic_write_text(out_path, page))
+
+
+def _publish(path: Path) -> Path:
+    """Make a written page world-readable (atomic writes create 0600 files), so any web server can serve it."""
+    path.chmod(0o644)
+    return path
 
 
 def _when(iso: str | None) -> str:
@@ -143,4 +149,4 @@ def build_site(notebooks_dir: str | Path | None = None, out_dir: str | Path | No
         rows.append(_row(page_info(path), solved.get(path.stem[:2])))
     index = _INDEX_TEMPLATE.format(title="alpaca-notebooks: the executed lessons", source=html.escape(str(source)),
                                    rows="\n".join(rows), built=datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
-    return atomic_write_text(out / INDEX, index)
+    return _publish(atomic_write_text(out / INDEX, index))

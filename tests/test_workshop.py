@@ -181,6 +181,7 @@ def test_site_renders_every_executed_lesson_offline_with_an_index_in_lesson_orde
         assert f"data:image/png;base64,{_PNG}" in page, f"{name}: the figure is not inline"
         assert not re.search(r'<script[^>]+src=|<link[^>]+href="https?:', page), f"{name} loads from the web"
         assert 'href="index.html"' in page
+        assert (site / name).stat().st_mode & 0o777 == 0o644  # any web server may read it
     assert re.search(r"Lesson 02 — Second", (site / "02_second.html").read_text(encoding="utf-8"))
 
 
