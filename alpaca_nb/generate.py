@@ -29,12 +29,11 @@ from typing import Any
 
 from . import prompts
 from .dedupe import RougeDeduplicator
-from .errors import scrub_secrets
 from .fileio import atomic_write_json
 from .generate_config import (REGEN_FILE, SERVER_LOG, SUMMARY_FILE, GenerateConfig, load_regen, prompt_for,
                               read_summary, seed_records)
 from .generate_cost import PRICES_AS_OF, cost_usd, estimate
-from .generate_requests import RequestReply, open_session, sampling_extra, send_request
+from .generate_requests import RequestReply, abort_requests, open_session, sampling_extra, send_request
 from .self_instruct import generate_self_instruct
 from .server import open_endpoint
 
@@ -185,11 +184,8 @@ def generate(config: GenerateConfig, endpoint=None) -> dict[str, Any]:
                 run.absorb(future.result(), model)
                 del in_flight[future]
         except BaseException as e:
-            stop.set()
-            pool.shutdown(wait=False, cancel_futures=True)
-            client.close()  # aborts the requests still in flight
+            status = abort_requests(e, stop, pool, client, run.secrets)
             if run.session_requests or not (out_dir / SUMMARY_FILE).exists():
-                status = scrub_secrets(f"error: {e}", run.secrets) if isinstance(e, Exception) else "interrupted"
                 run.save(run.summary(status, session, price), records=run.session_requests > 0)
             raise
         pool.shutdown()

@@ -229,6 +229,16 @@ def open_session(stack: contextlib.ExitStack, config: GenerateConfig, out_dir: P
     return endpoint, price, session, endpoint.client(timeout=config.request_timeout, max_retries=0)
 
 
+def abort_requests(error: BaseException, stop: threading.Event, pool, client, secrets: Sequence[str]) -> str:
+    """Stop a generation run's requests after ``error``: signal ``stop``, cancel what ``pool`` has not started,
+    close ``client`` (aborting the requests in flight); return the status its summary records (the error's
+    message with secrets scrubbed, or ``"interrupted"`` for Ctrl-C / SIGTERM)."""
+    stop.set()
+    pool.shutdown(wait=False, cancel_futures=True)
+    client.close()
+    return scrub_secrets(f"error: {error}", secrets) if isinstance(error, Exception) else "interrupted"
+
+
 def map_requests(request: Callable[[Any], Any], plans: Sequence[Any], todo: Sequence[int], results: dict[int, Any],
                  save: Callable[[], None], workers: int = 1, desc: str = "requests", progress: bool = True) -> None:
     """Fill ``results[i] = request(plans[i])`` for every ``i`` in ``todo``, ``workers`` requests at a time, with a

@@ -49,7 +49,7 @@ from .errors import scrub_secrets
 from .fileio import atomic_write_json, atomic_write_text
 from .generate_config import SUMMARY_FILE, GenerateConfig, read_summary
 from .generate_cost import PRICES_AS_OF, cost_usd, estimate, load_prices, price_for
-from .generate_requests import RequestReply, open_session, sampling_extra, send_request
+from .generate_requests import RequestReply, abort_requests, open_session, sampling_extra, send_request
 from .self_instruct_files import (CLF_FILE, FINETUNING_FILE, INSTANCES_FILE, INSTRUCTIONS_FILE, append_jsonl,
                                   engine_name, finish_reason, read_step_file)
 
@@ -355,11 +355,8 @@ def generate_self_instruct(config: GenerateConfig, endpoint=None) -> dict[str, A
             for step in STEPS:
                 run.pump(step, executor, stop, client, endpoint, model, after)
         except BaseException as e:
-            stop.set()
-            executor.shutdown(wait=False, cancel_futures=True)
-            client.close()  # aborts the requests still in flight
+            status = abort_requests(e, stop, executor, client, run.secrets)
             if run.session_requests or not (out_dir / SUMMARY_FILE).exists():
-                status = scrub_secrets(f"error: {e}", run.secrets) if isinstance(e, Exception) else "interrupted"
                 run.save_summary(run.summary(status, session, price))
             raise
         executor.shutdown()
