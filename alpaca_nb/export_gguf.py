@@ -303,7 +303,7 @@ def _bpe_tokens(folder: Path, n_vocab: int) -> tuple[list[str], list[int], list[
 
 def _bpe_pre_tokenizer(spec: dict[str, Any], path: Path) -> str:
     """llama.cpp's name (``tokenizer.ggml.pre``) for how ``tokenizer.json`` splits text before BPE: ``gpt-2``
-    (byte-level with GPT-2's regex, as the embedded SmolLM2 folder), ``smollm`` (digits split first, as the Hub's
+    (byte-level with GPT-2's regex), ``smollm`` (digits split first, as the embedded folder and the Hub's
     SmolLM2) or ``llama-bpe`` (Llama 3's split regex); anything else is an error naming it."""
     pre = spec.get("pre_tokenizer") or {}
     steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]

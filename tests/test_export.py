@@ -70,7 +70,7 @@ def test_gguf_carries_the_alpaca_template_and_the_models_own(f16_export, model_d
     rendered = jinja2.Template(alpaca).render(messages=[{"role": "user", "content": "Name a color."}])
     assert rendered == format_prompt("Name a color.")
     assert fields["tokenizer.chat_template"].contents() == (model_dir / "chat_template.jinja").read_text()
-    assert fields["tokenizer.ggml.pre"].contents() == "gpt-2"  # the folder's tokenizer.json: byte-level, GPT-2 regex
+    assert fields["tokenizer.ggml.pre"].contents() == "smollm"  # as the source GGUF: digits split, then GPT-2 regex
 
 
 def _cli_error(capsys, *argv: str) -> str:
