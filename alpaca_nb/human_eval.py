@@ -4,7 +4,9 @@
 ``A`` and ``B`` (which model is ``A`` is drawn per item from ``seed``) and an empty ``label`` column for
 ``A``, ``B`` or ``tie``. The key (which model is ``A``) goes to a separate JSON file that raters never
 see. :func:`score_sheet` reads a filled sheet with its key and counts wins, ties and losses; blank labels
-are items not judged yet. The CSV is UTF-8 with a byte-order mark so spreadsheet programs open it right.
+are items not judged yet. The CSV is UTF-8 with a byte-order mark so spreadsheet programs open it right; cells
+a spreadsheet would run as formulas are written as text (:mod:`alpaca_nb.sheet_csv`), and a sheet saved back
+in Windows' cp1252 reads too.
 Exporting again never replaces a sheet that has labels, nor a key file that belongs to another sheet (or to
 none), unless forced; :func:`fresh_sheet_path` finds a name beside a filled sheet where a new one can go.
 :func:`scripted_rater` fills a copy of a sheet by a stated rule (longer answer wins, or a seeded coin), marked as
@@ -21,6 +23,7 @@ from typing import Any, Sequence
 from .errors import AlpacaNbError
 from .fileio import atomic_write_json, atomic_write_text, read_json
 from .judge import pair_outputs
+from .sheet_csv import cell_text, read_sheet_text, safe_cell
 from .winrate import leaderboard
 
 SHEET_COLUMNS = ("item", "instruction", "output_A", "output_B", "label")
@@ -108,10 +111,14 @@ def export_sheet(model_outputs: Sequence[dict], reference_outputs: Sequence[dict
     key_items = {}
     for item, (ref, mod) in enumerate(pairs, start=1):
         a, b = (mod, ref) if rng.random() < 0.5 else (ref, mod)
-        writer.writerow([item, mod["instruction"], a["output"], b["output"], ""])
+        writer.writerow([item, *map(safe_cell, (mod["instruction"], a["output"], b["output"])), ""])
         key_items[str(item)] = {"A": a["generator"], "B": b["generator"]}
     sheet_path = Path(sheet_path)
     key_path = Path(key_path) if key_path else key_path_for(sheet_path)
+    for path, what in ((sheet_path, "sheet"), (key_path, "key")):
+        if path.is_dir():
+            raise AlpacaNbError(f"{path} is a directory; give the {what} a file name, e.g. "
+                                f"{path / ('human_sheet.csv' if what == 'sheet' else 'human_sheet.key.json')}")
     problem = None if force else _overwrite_problem(sheet_path, key_path)
     if problem:
         raise AlpacaNbError(f"{problem}: score a filled sheet with `alpaca-nb human-score`, write the new sheet "
@@ -131,7 +138,9 @@ def read_sheet(sheet_path: str | Path) -> dict[str, dict[str, Any]]:
     sheet_path = Path(sheet_path)
     if not sheet_path.exists():
         raise AlpacaNbError(f"{sheet_path}: sheet not found")
-    with sheet_path.open(encoding="utf-8-sig", newline="") as f:
+    if sheet_path.is_dir():
+        raise AlpacaNbError(f"{sheet_path} is a directory; give the sheet's CSV file")
+    with io.StringIO(read_sheet_text(sheet_path), newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in SHEET_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -150,8 +159,8 @@ def read_sheet(sheet_path: str | Path) -> dict[str, dict[str, Any]]:
             if raw and raw.lower() not in LABELS:
                 raise AlpacaNbError(f"{sheet_path}: row {row_number} (item {row['item']}): label {raw!r} is not "
                                     "A, B or tie; fix it, or leave it blank for an item not judged yet")
-            rows[item] = {"label": LABELS[raw.lower()] if raw else None, "instruction": row["instruction"],
-                          "output_A": row["output_A"], "output_B": row["output_B"]}
+            rows[item] = {"label": LABELS[raw.lower()] if raw else None,
+                          **{c: cell_text(row[c]) for c in ("instruction", "output_A", "output_B")}}
     return rows
 
 
@@ -254,5 +263,6 @@ def scripted_rater(sheet_path: str | Path, out_path: str | Path, rule: str = "lo
         else:
             a, b = len(row["output_A"]), len(row["output_B"])
             label = "A" if a > b else "B" if b > a else "tie"
-        writer.writerow([item, row["instruction"], row["output_A"], row["output_B"], label, f"scripted: {rule}"])
+        writer.writerow([item, *map(safe_cell, (row["instruction"], row["output_A"], row["output_B"])), label,
+                         f"scripted: {rule}"])
     return atomic_write_text(out_path, "\ufeff" + buf.getvalue())
