@@ -26,6 +26,7 @@ from typing import Any, Sequence
 from .data import Example, load_alpaca_eval, load_davinci_user_oriented, load_user_oriented_tasks
 from .errors import AlpacaNbError
 from .fileio import atomic_write_json, read_json
+from .folder_lock import locks_output_folder, parent_of
 from .generate_requests import complete_once
 from .model import attach_lora_adapter, check_model_folder, model_identity, resolve_model
 from .paths import outputs_dir
@@ -282,6 +283,7 @@ def answer_settings(model: str | Path | LocalModel | None = None, endpoint: Endp
                   "seed": seed if temperature > 0 else None}
 
 
+@locks_output_folder("alpaca-nb answer", parent_of("out_path"))
 def answer(items: Sequence[Example], model: str | Path | LocalModel | None = None, endpoint: Endpoint | None = None,
            generator: str | None = None, prompt_format: str = "alpaca", out_path: str | Path | None = None,
            batch_size: int = 8, max_new_tokens: int = 256, temperature: float = 0.0, seed: int = 0,

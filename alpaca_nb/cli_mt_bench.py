@@ -53,7 +53,8 @@ def add_mt_bench(sub: argparse._SubParsersAction) -> None:
                                         "mt_bench; 'none' grades without)")
     p.add_argument("--judge-model", help="judge model: a folder for 'local' (default: embedded), a name otherwise")
     add_endpoint_args(p, False, "the judge")
-    p.add_argument("--max-tokens", type=int, default=512, help="length of the judge's reply (FastChat: 2048)")
+    p.add_argument("--max-tokens", type=int, default=2048,
+                   help="longest judge reply (FastChat's gen_judgment: 2048, fastchat/llm_judge/common.py)")
     p.add_argument("--out", help="judgments .jsonl (default: beside the answers' folder, "
                                  "model_judgment/<judge>_single.jsonl); resumes, grades again what changed")
     p.set_defaults(func=_cmd_judge)

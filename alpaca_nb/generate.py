@@ -30,6 +30,7 @@ from typing import Any
 from . import prompts
 from .dedupe import RougeDeduplicator
 from .fileio import atomic_write_json
+from .folder_lock import locks_output_folder
 from .generate_config import (REGEN_FILE, SERVER_LOG, SUMMARY_FILE, GenerateConfig, load_regen, prompt_for,
                               read_summary, seed_records)
 from .generate_cost import PRICES_AS_OF, cost_usd, estimate
@@ -131,6 +132,7 @@ class _Run:
 
 # --- the loop -------------------------------------------------------------------------------------------
 
+@locks_output_folder("alpaca-nb generate", lambda a: a["config"].out_dir())
 def generate(config: GenerateConfig, endpoint=None) -> dict[str, Any]:
     """Generate until ``out_dir/regen.json`` holds ``num_instructions`` records (or ``max_requests`` is spent).
 

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 from .errors import AlpacaNbError
 from .fileio import atomic_write_json, read_json
+from .folder_lock import locks_output_folder, parent_of
 from .generate_requests import complete_once, map_requests
 from .server import Endpoint
 
@@ -243,6 +244,7 @@ def _earlier_annotations(out_path: str | Path | None, generator: str) -> list[di
     return rows
 
 
+@locks_output_folder("alpaca-nb judge", parent_of("out_path"))
 def judge(model_outputs: Sequence[dict], reference_outputs: Sequence[dict], endpoint: Endpoint,
           order: str = "random", seed: int = 0, max_tokens: int = 32, temperature: float = 0.0, workers: int = 1,
           out_path: str | Path | None = None, progress: bool = True) -> list[dict[str, Any]]:

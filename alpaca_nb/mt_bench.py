@@ -30,6 +30,7 @@ from .answers import SETTINGS_FIELD, LocalModel, answer_settings, generate, load
 from .data import ensure
 from .errors import AlpacaNbError
 from .fileio import read_jsonl_numbered, write_jsonl
+from .folder_lock import locks_output_folder, parent_of
 from .generate_requests import complete_once
 from .model import check_model_folder, resolve_model
 from .server import Endpoint
@@ -217,6 +218,7 @@ def _fingerprint(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:22]
 
 
+@locks_output_folder("alpaca-nb mt-bench answer", parent_of("out_path"))
 def answer_questions(questions: Sequence[dict[str, Any]], model: str | Path | LocalModel | None = None,
                      endpoint: Endpoint | None = None, model_id: str | None = None,
                      out_path: str | Path | None = None, batch_size: int = 8, max_new_tokens: int = 256,

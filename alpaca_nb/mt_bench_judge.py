@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 from .errors import AlpacaNbError
 from .fileio import read_jsonl_numbered, write_jsonl
+from .folder_lock import locks_output_folder, parent_of
 from .generate_requests import complete_once, map_requests
 from .mt_bench import NEED_REF_CATS
 from .server import Endpoint
@@ -119,7 +120,7 @@ def parse_score(text: str | None) -> tuple[float | None, str | None]:
 
 # --- grading -------------------------------------------------------------------------------------------------
 
-def judge_settings(endpoint: Endpoint, max_tokens: int = 512, temperature: float = 0.0) -> dict[str, Any]:
+def judge_settings(endpoint: Endpoint, max_tokens: int = 2048, temperature: float = 0.0) -> dict[str, Any]:
     """Everything besides the answer that changes a grade, as stored in ``judge_settings``: :meth:`Endpoint.identity`
     (server, judge model, weights), the fingerprint of the four prompts, and the decoding settings."""
     prompts = json.dumps([[p.name, p.system, p.template] for p in JUDGE_PROMPTS.values()])
@@ -155,8 +156,9 @@ def read_judgments(path: str | Path, non_empty: bool = True) -> list[dict[str, A
     return rows
 
 
+@locks_output_folder("alpaca-nb mt-bench judge", parent_of("out_path"))
 def grade_answers(answers: Sequence[dict[str, Any]], questions: Sequence[dict[str, Any]], endpoint: Endpoint,
-                  references: dict[int, Sequence[str]] | None = None, max_tokens: int = 512,
+                  references: dict[int, Sequence[str]] | None = None, max_tokens: int = 2048,
                   temperature: float = 0.0, workers: int = 1, out_path: str | Path | None = None,
                   progress: bool = True) -> list[dict[str, Any]]:
     """Grade every turn of every answer (FastChat answer records, :func:`alpaca_nb.mt_bench.read_model_answers`);

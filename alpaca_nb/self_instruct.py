@@ -47,6 +47,7 @@ from .data import Example, load_seed_tasks
 from .dedupe import RougeDeduplicator
 from .errors import scrub_secrets
 from .fileio import atomic_write_json, atomic_write_text
+from .folder_lock import locks_output_folder
 from .generate_config import SUMMARY_FILE, GenerateConfig, read_summary
 from .generate_cost import PRICES_AS_OF, cost_usd, estimate, load_prices, price_for
 from .generate_requests import RequestReply, abort_requests, open_session, sampling_extra, send_request
@@ -321,6 +322,7 @@ class _Run:
                 after(step)
 
 
+@locks_output_folder("alpaca-nb generate --recipe self-instruct", lambda a: a["config"].out_dir())
 def generate_self_instruct(config: GenerateConfig, endpoint=None) -> dict[str, Any]:
     """Run (or resume) Self-Instruct's four steps in ``config.out_dir()``; return the summary (also written to
     ``summary.json``). Bad settings or files raise :class:`AlpacaNbError` before anything is sent."""

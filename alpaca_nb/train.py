@@ -29,6 +29,7 @@ from .checkpoints import (CHECKPOINTS_DIR, FSDP_CHECKPOINT_CONFIG, is_main_proce
                           resume_checkpoint, save_final_model, skip_final_checkpoint)
 from .errors import AlpacaNbError
 from .fileio import atomic_write_json, read_json, write_jsonl
+from .folder_lock import locks_output_folder
 from .model import attach_lora_adapter, resolve_model
 from .data_mix import load_training_data
 from .sft import add_pad_token, preprocess, split_validation
@@ -291,6 +292,7 @@ def merge_lora(adapter_dir: str | Path, out_dir: str | Path) -> Path:
     return out_dir
 
 
+@locks_output_folder("alpaca-nb train", lambda a: a["config"].output_dir)
 def train(config: TrainConfig, callbacks: Sequence[Any] = (), nproc: int | None = None) -> dict[str, Any]:
     """Fine-tune ``config.model`` on ``config.data``; return (and write) the run's summary.
 
