@@ -75,7 +75,7 @@ class TrainConfig:
     warmup_steps: int = 0
     lr_scheduler: str = "cosine"
     optim: str = "adamw_torch"
-    batching: str = "grouped"
+    batching: str = "random"  # as both originals; the cpu-demo preset groups by length
     template: str = "stanford"
     train_on_inputs: bool = False
     conversation_template: str = "auto"

@@ -12,7 +12,7 @@ from alpaca_nb import cli
 from alpaca_nb.errors import AlpacaNbError
 from alpaca_nb.fileio import read_json, read_jsonl
 from alpaca_nb.train import train
-from alpaca_nb.train_config import capped_warmup_steps, resolve_config
+from alpaca_nb.train_config import TrainConfig, capped_warmup_steps, resolve_config
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDS = [
@@ -245,6 +245,8 @@ def test_presets_sample_prompt_and_validate_as_the_recipes_they_claim(tmp_path):
         ("grouped", "stanford", False, 0)
     assert args.train_sampling_strategy == "group_by_length"
     assert resolved("alpaca-lora-7b", batching="grouped")[1].train_sampling_strategy == "group_by_length"
+    bare = TrainConfig(data=["x.json"], output_dir=str(tmp_path / "bare"))  # no preset: batch as the originals
+    assert (bare.batching, training_arguments(bare, 1, None).train_sampling_strategy) == ("random", "random")
     with pytest.raises(AlpacaNbError, match="unknown template 'vicuna'"):
         resolved("cpu-demo", template="vicuna")
     with pytest.raises(AlpacaNbError, match="--val-size -1"):
