@@ -155,6 +155,11 @@ class _Run:
         texts = [sip.encode_instance_prompt(self.examples, i, c) for i, c in zip(batch, clf)]
         return self.next_index[step], batch, texts, sip.step_config(config, step, any(clf))
 
+    @property
+    def restated_number(self) -> int | None:
+        """The number step 1's prompt ends with, where a chat API makes the model say it again (else ``None``)."""
+        return sip.NUM_PROMPT_INSTRUCTIONS + 1 if self.config.resolved_api == "chat" else None
+
     def instruction_prompt(self, index: int, j: int) -> str:
         """Step 1's prompt for request ``index``, slot ``j``: up to 2 pool instructions and 6+ seeds, shuffled."""
         rng = random.Random(f"{self.config.seed}:self-instruct:{index}:{j}")
@@ -197,7 +202,7 @@ class _Run:
     def _absorb_instructions(self, index: int, reply: RequestReply, meta: dict) -> list[dict]:
         rows = []
         for text, reason in reply.outputs:
-            parsed = sip.parse_instructions(text, reason)
+            parsed = sip.parse_instructions(text, reason, self.restated_number)
             self.parsed += len(parsed.tasks) + sum(parsed.discarded.values())
             self.discarded.update(parsed.discarded)
             for kind, texts in parsed.examples.items():

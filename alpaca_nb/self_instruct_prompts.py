@@ -114,14 +114,18 @@ def encode_instruction_prompt(instructions: Sequence[str]) -> str:
     return "".join(lines)
 
 
-def parse_instructions(text: str, finish_reason: str | None) -> prompts.Parsed:
+def parse_instructions(text: str, finish_reason: str | None, restated: int | None = None) -> prompts.Parsed:
     """Step 1's reply split into instructions (upstream's split on ``\\n<number>.``) and filtered by upstream's
     rules (:func:`alpaca_nb.prompts.filter_reason` with Self-Instruct's keyword list), not yet by novelty.
 
+    Upstream's completion model continues after the prompt's ``"9."``, so its reply starts with the instruction
+    itself, kept whole even when it begins with a number and a dot ("2001. A Space Odyssey: ..."). A chat model restates the
+    number first: give ``restated`` (the number the prompt ends with) to strip exactly that ``"9. "``, nothing else.
     Kept tasks are ``{"instruction"}``. A reply with no instruction at all counts as ``empty_reply``.
     """
     parsed = prompts.Parsed()
-    text = re.sub(r"^\s*\d+\s?\.\s", "", text)  # a chat model restates "9."
+    if restated is not None:
+        text = re.sub(rf"^\s*{restated}\s?\.\s", "", text)
     items = [re.sub(r"\s+", " ", item).strip() for item in re.split(r"\n\d+\s?\. ", text)]
     if finish_reason == "length" and items and items[-1]:
         prompts.reject(parsed, "truncated", items.pop())

@@ -365,3 +365,15 @@ def test_a_run_killed_after_its_last_request_finishes_step_4_without_sending(tmp
         again = generate(si_config(stub, tmp_path, num_instructions=2))
     assert len(stub.requests) == sent and final.read_text() == rows
     assert again["status"] == "complete" and again["kept"] == done["kept"] and len(again["sessions"]) == 1
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_step_1_keeps_an_instruction_that_begins_with_a_number_and_strips_only_a_restated_9(tmp_path, api):
+    numbered = "2001. A Space Odyssey is a film: tell its story in three sentences for a child"
+    # a completion continues after the prompt's "9."; a chat model says "9." again first (upstream never sees that)
+    first = f"9. {numbered}" if api == "chat" else numbered
+    teacher = Teacher([first, "Name three rivers that flow through more than one country in Europe"])
+    with OpenAIStub(default=teacher) as stub:
+        generate(si_config(stub, tmp_path, api=api, num_instructions=2, max_requests=12))
+    kept = [r["instruction"] for r in lines(tmp_path / "machine_generated_instructions.jsonl")]
+    assert kept[0] == numbered
