@@ -8,7 +8,7 @@ the folder and the process that holds it.
 
 The lock is the ``filelock`` package's (an OS lock on ``.alpaca-nb.lock``: released by the OS when the process
 dies, even by ``kill -9``, so a crashed run never leaves a stale lock). Who holds it is written beside it in
-``.alpaca-nb.lock.json``. It is re-entrant within a process, and processes a holder starts (torchrun's workers)
+``.alpaca-nb.lock.json``; both files go when the run ends. It is re-entrant within a process, and processes a holder starts (torchrun's workers)
 inherit it through the ``ALPACA_NB_HELD_FOLDERS`` environment variable; of a distributed run only rank 0 locks.
 """
 from __future__ import annotations
@@ -78,6 +78,7 @@ def output_folder_lock(folder: str | Path, command: str) -> Iterator[Path]:
         with _guard:
             del _held[folder]
         raise AlpacaNbError(f"{folder} is a file, not a folder; give an output folder (or move the file away)")
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(folder / LOCK_FILE)
     try:
@@ -100,9 +101,13 @@ def output_folder_lock(folder: str | Path, command: str) -> Iterator[Path]:
         else:
             os.environ[INHERITED] = previous
         (folder / HOLDER_FILE).unlink(missing_ok=True)
+        (folder / LOCK_FILE).unlink(missing_ok=True)  # the folder is left as the run wrote it
         with _guard:
             del _held[folder]
         lock.release()
+        if created and not any(folder.iterdir()):  # a run stopped by bad input before writing anything
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def locks_output_folder(command: str, folder_of: Callable[[dict[str, Any]], str | Path | None]) -> Callable[[F], F]:

@@ -66,7 +66,7 @@ def test_a_self_instruct_run_is_refused_while_another_holds_the_folder(tmp_path)
             _, err = second.communicate(timeout=60)
             assert second.returncode == 2 and f"pid {holder.pid}" in err and "the holder" in err
             assert stub.requests == []  # refused before anything is sent
-        assert sorted(p.name for p in out.iterdir()) == [".alpaca-nb.lock", HOLDER_FILE]
+        assert sorted(p.name for p in out.iterdir()) == [".alpaca-nb.lock", HOLDER_FILE]  # the holder's only
     finally:
         holder.communicate("", timeout=30)
 
