@@ -30,18 +30,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import AlpacaNbError
-from .fileio import atomic_write_text, ensure_dir
+from .fileio import atomic_write_text, disk_full_is_one_line, ensure_dir
 from .model import check_model_folder, resolve_model
+from .modelfile import modelfile_text, prompt_format_of
 from .sft import PROMPT_DICT
 
 FORMATS = ("gguf",)
 QUANTS = ("f16", "q8_0")
 ARCHITECTURES = ("LlamaForCausalLM",)  # LLaMA-7B/13B, SmolLM2, and fine-tunes of them
 ALPACA_TEMPLATE_NAME = "alpaca"  # written as tokenizer.chat_template.alpaca
-# The decoding of stanford_alpaca's own inference.py (GenerationConfig(temperature=0.1, top_p=0.75, num_beams=4),
-# max_new_tokens = model_max_length = 512). Ollama has no beam search: num_beams=4 has no equivalent.
-OLLAMA_PARAMETERS = {"temperature": 0.1, "top_p": 0.75, "num_predict": 512}
-STOP = "### Instruction:"
 _ROPE_TYPES = ("default", "linear")
 
 
@@ -83,18 +80,7 @@ def alpaca_chat_template() -> str:
     before, after = PROMPT_DICT["prompt_no_input"].split("{instruction}")
     return ("{% for message in messages %}{% if message['role'] == 'user' %}{{ " + json.dumps(before) +
             " + message['content'] + " + json.dumps(after) + " }}{% elif message['role'] == 'assistant' %}"
-            "{{ ' ' + message['content'] + '\\n\\n' }}{% endif %}{% endfor %}")
-
-
-def modelfile_text(gguf_name: str) -> str:
-    """An Ollama ``Modelfile`` for the GGUF ``gguf_name`` (in the same folder): Alpaca's no-input prompt as the
-    TEMPLATE (``{{ .Prompt }}`` for the instruction), a stop at ``### Instruction:``, and the sampling of
-    stanford_alpaca's ``inference.py`` (:data:`OLLAMA_PARAMETERS`)."""
-    template = PROMPT_DICT["prompt_no_input"].format(instruction="{{ .Prompt }}")
-    lines = [f"# Ollama: ollama create alpaca -f {gguf_name.rsplit('.', 1)[0]}.Modelfile && ollama run alpaca",
-             f"FROM ./{gguf_name}", f'TEMPLATE """{template}"""', f'PARAMETER stop "{STOP}"']
-    lines += [f"PARAMETER {k} {v}" for k, v in OLLAMA_PARAMETERS.items()]
-    return "\n".join(lines) + "\n"
+            "{{ message['content'] + '\\n\\n' }}{% endif %}{% endfor %}")
 
 
 def modelfile_path(gguf_path: str | Path) -> Path:
@@ -103,19 +89,27 @@ def modelfile_path(gguf_path: str | Path) -> Path:
     return gguf_path.with_name(gguf_path.stem + ".Modelfile")
 
 
-def export_gguf(model: str | Path | None, out: str | Path, quant: str = "f16", fmt: str = "gguf") -> dict[str, Any]:
+def export_gguf(model: str | Path | None, out: str | Path, quant: str = "f16", fmt: str = "gguf",
+                prompt_format: str = "auto", force: bool = False) -> dict[str, Any]:
     """Write ``model`` (a LLaMA-architecture folder, a LoRA adapter folder, or ``None``: the embedded model) as
     the GGUF file ``out`` with its Ollama Modelfile beside it; return what was written.
 
-    The file appears atomically (written to a hidden temporary file, then renamed): an interrupted export
-    leaves an earlier file of the same name as it was. Raises :class:`AlpacaNbError` for a missing folder, an
-    architecture or tokenizer this exporter does not cover, or an unknown ``fmt``/``quant``.
+    ``prompt_format`` is the Modelfile's (:mod:`alpaca_nb.modelfile`): ``auto`` picks the one the model was
+    trained with. An existing ``out`` or Modelfile (perhaps edited by hand) is never replaced unless ``force``.
+    The file appears atomically (written to a hidden temporary file, then renamed): an interrupted export, or a
+    full disk (a one-line :class:`AlpacaNbError` saying how much space it needed), leaves an earlier file of the
+    same name as it was. Raises :class:`AlpacaNbError` for a missing folder, an architecture or tokenizer this
+    exporter does not cover, or an unknown ``fmt``/``quant``/``prompt_format``.
     """
     check_export_options(fmt, quant)
     folder = check_model_folder(resolve_model(model))
     out = Path(out)
     if out.suffix != ".gguf":
         raise AlpacaNbError(f"--out {out}: name the file NAME.gguf")
+    existing = [p for p in (out, modelfile_path(out)) if p.exists()]
+    if existing and not force:
+        raise AlpacaNbError(f"{', '.join(map(str, existing))} already exist(s); the export never replaces them: "
+                            "give another --out, or pass --force to overwrite")
     ensure_dir(out.parent, "--out")
     merged, source, tmp = None, folder, out.with_name(f".{out.name}.tmp")
     try:
@@ -124,16 +118,29 @@ def export_gguf(model: str | Path | None, out: str | Path, quant: str = "f16", f
 
             merged = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.stem}.merged."))
             source = merge_lora(folder, merged / "model")
+        from transformers import AutoTokenizer
+
         cfg = read_llama_config(source)
-        counts = _write_gguf(source, cfg, tmp, quant, name=folder.name)
-        os.replace(tmp, out)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        resolved = prompt_format_of(folder, tokenizer.chat_template) if prompt_format == "auto" else prompt_format
+        text = modelfile_text(out.name, resolved, tokenizer)  # an unknown format fails before the long write
+        with disk_full_is_one_line(out, _estimated_bytes(source, quant)):
+            counts = _write_gguf(source, cfg, tmp, quant, name=folder.name)
+            os.replace(tmp, out)
+            modelfile = atomic_write_text(modelfile_path(out), text)
     finally:
         tmp.unlink(missing_ok=True)
         if merged is not None:
             shutil.rmtree(merged, ignore_errors=True)
-    modelfile = atomic_write_text(modelfile_path(out), modelfile_text(out.name))
-    return {"gguf": str(out), "modelfile": str(modelfile), "source": str(folder), "merged_lora": merged is not None,
-            "quant": quant, "bytes": out.stat().st_size, **counts}
+    return {"gguf": str(out), "modelfile": str(modelfile), "prompt_format": resolved, "source": str(folder),
+            "merged_lora": merged is not None, "quant": quant, "bytes": out.stat().st_size, **counts}
+
+
+def _estimated_bytes(folder: Path, quant: str) -> int:
+    """About how large the GGUF of ``folder``'s weights will be (float32 safetensors: f16 is half, q8_0 ~27%)."""
+    weights = sum(p.stat().st_size for p in folder.glob("*.safetensors")) or sum(p.stat().st_size
+                                                                               for p in folder.glob("*.bin"))
+    return int(weights * (0.5 if quant == "f16" else 0.27))
 
 
 # --- writing ------------------------------------------------------------------------------------------

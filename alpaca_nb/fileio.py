@@ -1,9 +1,12 @@
 """Small, safe file primitives: atomic writes and JSON/JSONL reading with precise errors."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -13,6 +16,33 @@ from .errors import AlpacaNbError, scrub_secrets
 
 class DataFileError(AlpacaNbError, ValueError):
     """A data file is missing or malformed; the message names the file (and line) and the fix."""
+
+
+class DiskFullError(AlpacaNbError, OSError):
+    """A file could not be written for lack of space; the message names it and the space it needed."""
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n < 2**30 else f"{n / 2**30:.2f} GiB"
+
+
+@contextlib.contextmanager
+def disk_full_is_one_line(path: str | Path, needed_bytes: int | None = None):
+    """Turn "no space left on device" (``ENOSPC``, ``EDQUOT``) inside the block into :class:`DiskFullError`, one
+    line naming ``path``, the space it needed (``needed_bytes``, when known) and the space free. Other errors pass."""
+    try:
+        yield
+    except OSError as e:
+        if isinstance(e, DiskFullError) or e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        path = Path(path)
+        try:
+            free = f", {_mib(shutil.disk_usage(path.parent).free)} free"
+        except OSError:
+            free = ""
+        need = f" needs about {_mib(needed_bytes)}{free}" if needed_bytes else f" could not be written{free}"
+        raise DiskFullError(f"{path}: disk full: the file{need}; files written before are as they were: free some "
+                            "space (or write elsewhere) and run again") from None
 
 
 def ensure_dir(path: str | Path, option: str = "folder") -> Path:
@@ -33,19 +63,21 @@ def ensure_dir(path: str | Path, option: str = "folder") -> Path:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so readers see the old file or the new one, never half of it."""
+    """Write ``data`` to ``path`` so readers see the old file or the new one, never half of it. A full disk is
+    a one-line :class:`DiskFullError` (the old file kept)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with disk_full_is_one_line(path, len(data)):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return path
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import scrub_secrets
-from .fileio import DataFileError, read_jsonl, read_text
+from .fileio import DataFileError, disk_full_is_one_line, read_jsonl, read_text
 from .generate_config import GenerateConfig, read_summary
 from .model import resolve_model
 
@@ -61,15 +61,26 @@ def read_step_file(path: Path, keys: tuple[str, ...]) -> list[dict[str, Any]]:
 
 
 def append_jsonl(path: Path, rows: list[dict], secrets: list[str]) -> None:
-    """Append ``rows`` to ``path`` in one write, then fsync (secrets scrubbed)."""
+    """Append ``rows`` to ``path`` in one write, then fsync (secrets scrubbed). On a full disk the file is cut
+    back to its earlier length (no half line) and :class:`~alpaca_nb.fileio.DiskFullError` names it."""
     if not rows:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     data = scrub_secrets("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), secrets).encode("utf-8")
-    with open(path, "ab") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    with disk_full_is_one_line(path, len(data)):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            before = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, before)
+                raise
+        finally:
+            os.close(fd)
 
 
 def finish_reason(record: dict[str, Any]) -> str | None:

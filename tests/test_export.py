@@ -8,7 +8,7 @@ import pytest
 
 from alpaca_nb import answers, export_gguf, gguf_check
 from alpaca_nb.cli import main
-from alpaca_nb.sft import PROMPT_DICT, format_prompt
+from alpaca_nb.sft import format_prompt
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +50,61 @@ def test_q8_0_logits_within_its_tolerance(model_dir, source_lm, f16_export, tmp_
     assert cmp["top1_agreement"] >= gguf_check.MIN_TOP1_AGREEMENT
 
 
-def test_modelfile_has_alpacas_exact_template_stop_and_sampling(f16_export):
+def test_the_embedded_chat_model_gets_its_own_chatml_modelfile(f16_export, model_dir):
+    from transformers import AutoTokenizer
+
     path, result = f16_export
     text = (path.parent / "smol-f16.Modelfile").read_text()
-    assert result["modelfile"] == str(path.parent / "smol-f16.Modelfile")
-    template = PROMPT_DICT["prompt_no_input"].format(instruction="{{ .Prompt }}")
-    assert f'TEMPLATE """{template}"""' in text
-    assert "FROM ./smol-f16.gguf\n" in text
+    assert result["modelfile"] == str(path.parent / "smol-f16.Modelfile") and result["prompt_format"] == "chatml"
+    assert "FROM ./smol-f16.gguf\n" in text and "{{ .System }}" in text
+    assert 'PARAMETER stop "<|im_end|>"\n' in text and "### Instruction" not in text
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    for system in (None, "Answer in French."):
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": "Hi"}]
+        expected = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        assert _ollama_render(text, "Hi", system) == expected  # the default SYSTEM is the template's own
+
+
+@pytest.mark.parametrize("template", ["stanford", "alpaca-lora"])
+def test_a_lesson_04_fine_tune_gets_the_alpaca_template_it_was_trained_with(tmp_path, template):
+    from alpaca_nb.modelfile import modelfile_text, prompt_format_of
+
+    (tmp_path / "run" / "model").mkdir(parents=True)
+    (tmp_path / "run" / "resolved_config.json").write_text(json.dumps({"template": template}))
+    fmt = prompt_format_of(tmp_path / "run" / "model", "<|im_start|>{{ messages }}")
+    assert fmt == template
+    text = modelfile_text("m.gguf", fmt)
+    assert _ollama_render(text, "Name a color.") == format_prompt("Name a color.", template=template)
     assert 'PARAMETER stop "### Instruction:"\n' in text
     assert "PARAMETER temperature 0.1\n" in text and "PARAMETER top_p 0.75\n" in text
+    assert _ollama_render(text, "Name a color.", "Be brief.").startswith("Be brief.\n\n### Instruction:\n")
+
+
+def test_export_never_replaces_a_file_or_a_hand_edited_modelfile_unless_forced(f16_export, model_dir, capsys):
+    path, _ = f16_export
+    modelfile = path.parent / "smol-f16.Modelfile"
+    modelfile.write_text(modelfile.read_text() + "# my edit\n")
+    before = path.stat().st_mtime_ns
+    line = _cli_error(capsys, "--model", str(model_dir), "--out", str(path))
+    assert str(path) in line and "--force" in line
+    assert path.stat().st_mtime_ns == before and modelfile.read_text().endswith("# my edit\n")
+
+
+def _ollama_render(modelfile: str, prompt: str, system: str | None = None) -> str:
+    """What Ollama sends the model for one ``prompt`` under ``modelfile``'s ``TEMPLATE`` (up to ``{{ .Response }}``),
+    with ``system`` or the Modelfile's ``SYSTEM``. Covers the ``{{ if .X }}...{{ end }}`` and ``{{ .X }}`` forms the
+    templates above use (Ollama's Go templates do more); for checking them against the training prompt."""
+    import re
+
+    def block(key: str) -> str:
+        m = re.search(key + r' """(.*?)"""', modelfile, re.S)
+        return m.group(1) if m else ""
+
+    values = {"System": block("SYSTEM") if system is None else system, "Prompt": prompt, "Response": ""}
+    text = block("TEMPLATE").split("{{ .Response }}")[0]
+    text = re.sub(r"\{\{ if \.(\w+) \}\}(.*?)\{\{ end \}\}", lambda m: m.group(2) if values[m.group(1)] else "",
+                  text, flags=re.S)
+    return re.sub(r"\{\{ \.(\w+) \}\}", lambda m: values[m.group(1)], text)
 
 
 def test_gguf_carries_the_alpaca_template_and_the_models_own(f16_export, model_dir):
@@ -69,6 +115,9 @@ def test_gguf_carries_the_alpaca_template_and_the_models_own(f16_export, model_d
     alpaca = fields["tokenizer.chat_template.alpaca"].contents()
     rendered = jinja2.Template(alpaca).render(messages=[{"role": "user", "content": "Name a color."}])
     assert rendered == format_prompt("Name a color.")
+    answered = jinja2.Template(alpaca).render(messages=[{"role": "user", "content": "Name a color."},
+                                                        {"role": "assistant", "content": "Blue."}])
+    assert answered == format_prompt("Name a color.") + "Blue.\n\n"  # as stanford_alpaca's source + target
     assert fields["tokenizer.chat_template"].contents() == (model_dir / "chat_template.jinja").read_text()
     assert fields["tokenizer.ggml.pre"].contents() == "smollm"  # as the source GGUF: digits split, then GPT-2 regex
 
