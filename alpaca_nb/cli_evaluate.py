@@ -204,6 +204,11 @@ def _cmd_heldout(args: argparse.Namespace) -> None:
     from . import heldout
     from .plots import save_figure
 
+    from .model import check_model_folder, resolve_model
+
+    for model in (args.model, None if args.baseline == "none" else args.baseline):
+        if model is not None:  # both models are checked before the first one spends minutes measuring
+            check_model_folder(resolve_model(model))
     settings = dict(num_answers=args.num_answers, num_tasks=args.num_tasks, max_length=args.max_length,
                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed)
     results = {}

@@ -192,13 +192,23 @@ def write_answers(results: dict[str, dict[str, Any]], out_dir: str | Path) -> Pa
     return atomic_write_json(Path(out_dir) / ANSWERS_FILE, answers_side_by_side(results))
 
 
+def scored_label(result: dict[str, Any]) -> str:
+    """What the loss was measured on, as the figure says it: "242 of 252 tasks\n(10 over 256 tokens dropped)" when
+    ``max_length`` dropped some (their prompt alone fills it; long answers are cut too), else "252 tasks"."""
+    n_tasks, n_scored = result["n_tasks"], result.get("n_scored", result["n_tasks"])
+    if n_scored == n_tasks:
+        return f"{n_tasks} tasks"
+    max_length = (result.get("settings") or {}).get("max_length")
+    return f"{n_scored} of {n_tasks} tasks\n({n_tasks - n_scored} prompts over {max_length} tokens dropped)"
+
+
 def plot_heldout(results: dict[str, dict[str, Any]], title: str = ""):
     """Four panels, one bar per model: loss (nats/token), template leaks, clean stops and ROUGE-L."""
     import matplotlib.pyplot as plt
 
     labels = list(results)
     n = max(r["n_answers"] for r in results.values()) or 1
-    panels = [("loss", f"loss on {results[labels[0]]['n_tasks']} tasks\n(nats/token, lower is better)", None),
+    panels = [("loss", f"loss on {scored_label(results[labels[0]])}\n(nats/token, lower is better)", None),
               ("template_leaks", f"template leaks\n(of {n} answers, lower is better)", n),
               ("clean_stops", f"clean stops at EOS\n(of {n} answers, higher is better)", n),
               ("rouge_l", "ROUGE-L vs teacher\n(higher is closer)", None)]

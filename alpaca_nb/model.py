@@ -137,13 +137,22 @@ def resolve_model(model: str | Path | None) -> str:
 
 def check_model_folder(path: str | Path) -> Path:
     """``path`` if it is a Hugging Face model folder (``config.json``) or a LoRA adapter folder
-    (``adapter_config.json``); otherwise :class:`AlpacaNbError` naming it (missing, or no model in it)."""
+    (``adapter_config.json``) whose config is a JSON object; otherwise :class:`AlpacaNbError` naming it (missing,
+    no model in it, or a config that is empty or broken)."""
     path = Path(path)
     hint = "give a Hugging Face model folder, a LoRA adapter folder from lesson 04, or 'default'"
     if not path.is_dir():
         raise AlpacaNbError(f"model folder {path} does not exist; {hint}")
     if not ((path / "config.json").is_file() or (path / "adapter_config.json").is_file()):
         raise AlpacaNbError(f"{path} is not a model folder (no config.json or adapter_config.json); {hint}")
+    config = path / ("adapter_config.json" if (path / "adapter_config.json").is_file() else "config.json")
+    try:
+        ok = isinstance(json.loads(config.read_text(encoding="utf-8")), dict)
+    except (OSError, UnicodeDecodeError, ValueError):
+        ok = False
+    if not ok:
+        raise AlpacaNbError(f"{config} is empty or not a JSON object: the model was not saved completely; "
+                            f"save or copy it again; {hint}")
     return path
 
 

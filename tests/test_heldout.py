@@ -91,3 +91,30 @@ def test_cli_writes_before_after_json_answers_and_figure(tiny_model, tmp_path, c
     assert (out / "heldout.png").stat().st_size and (out / "heldout.svg").stat().st_size
     printed = json.loads(capsys.readouterr().out)
     assert printed["after"]["n_answers"] == 2
+
+
+def test_heldout_checks_both_models_before_measuring_either(tmp_path, capsys):
+    import time
+
+    empty = tmp_path / "empty-config"
+    empty.mkdir()
+    (empty / "config.json").write_text("")
+    for bad, expected in ((tmp_path / "nonexistent", "does not exist"), (empty, "empty or not a JSON object")):
+        start = time.perf_counter()
+        assert main(["heldout", "--model", str(bad), "--out", str(tmp_path / "h")]) == 2  # baseline: embedded
+        err = capsys.readouterr().err
+        assert str(bad) in err and expected in err and time.perf_counter() - start < 5
+        assert not (tmp_path / "h" / "heldout.json").exists()
+
+
+def test_the_loss_panel_says_how_many_tasks_were_scored():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    result = {"loss": 1.4, "n_tasks": 252, "n_scored": 242, "n_answers": 4, "template_leaks": 0, "clean_stops": 1,
+              "rouge_l": 0.2, "settings": {"max_length": 256}}
+    fig = heldout.plot_heldout({"before": result | {"loss": 1.7}, "after": result})
+    title = fig.axes[0].get_title()
+    assert title.startswith("loss on 242 of 252 tasks\n(10 prompts over 256 tokens dropped)")
+    whole = heldout.plot_heldout({"after": result | {"n_scored": 252}}).axes[0].get_title()
+    assert whole.startswith("loss on 252 tasks\n")
