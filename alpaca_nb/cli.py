@@ -154,17 +154,25 @@ def _cmd_generate(args: argparse.Namespace) -> None:
 
     signal.signal(signal.SIGTERM, interrupt)
     summary = generate.generate(config)
+    out = config.out_dir()
     if config.recipe == "self-instruct":
         _print_json({k: summary.get(k) for k in ("status", "instructions", "kept", "instances", "classification_share",
                                                  "requests", "prompt_tokens", "completion_tokens", "discarded",
                                                  "retries", "cost_usd", "elapsed_s")})
-        print(f"wrote {', '.join(summary['files'].values())} and {generate_config.SUMMARY_FILE} in "
-              f"{config.out_dir()}", file=sys.stderr)
-        return
-    _print_json({k: summary.get(k) for k in ("status", "kept", "target", "requests", "prompt_tokens",
-                                             "completion_tokens", "discarded", "retries", "cost_usd", "elapsed_s")})
-    out = config.out_dir()
-    print(f"wrote {out / generate_config.REGEN_FILE} and {out / generate_config.SUMMARY_FILE}", file=sys.stderr)
+        names = [*summary["files"].values(), generate_config.SUMMARY_FILE]
+    else:
+        _print_json({k: summary.get(k) for k in ("status", "kept", "target", "requests", "prompt_tokens",
+                                                 "completion_tokens", "discarded", "retries", "cost_usd", "elapsed_s")})
+        names = [generate_config.REGEN_FILE, generate_config.SUMMARY_FILE]
+    written = [str(out / n) for n in names if (out / n).exists()]
+    print(f"wrote {', '.join(written)}", file=sys.stderr)
+    if not summary.get("kept") and summary.get("requests"):
+        reasons = ", ".join(f"{k} {v}" for k, v in (summary.get("discarded") or {}).items() if v) or "none parsed"
+        print(f"alpaca-nb generate: nothing kept: every reply of {summary['requests']} request(s) was discarded "
+              f"({reasons}); see discard_examples in {out / generate_config.SUMMARY_FILE}, then raise max_tokens, "
+              "read what the model replied (lesson 02, one_response), or use a stronger teacher",
+              file=sys.stderr)
+        return 1
 
 
 # --- lesson 03: diversity (alpaca_nb.diversity) -------------------------------------------------
@@ -289,14 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except AlpacaNbError as e:
         print(f"alpaca-nb {args.command}: error: {scrub_secrets(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"alpaca-nb {args.command}: interrupted; what was written so far is kept", file=sys.stderr)
         return 130
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -377,3 +378,20 @@ def test_step_1_keeps_an_instruction_that_begins_with_a_number_and_strips_only_a
         generate(si_config(stub, tmp_path, api=api, num_instructions=2, max_requests=12))
     kept = [r["instruction"] for r in lines(tmp_path / "machine_generated_instructions.jsonl")]
     assert kept[0] == numbered
+
+
+@pytest.mark.parametrize("recipe", ["alpaca", "self-instruct"])
+def test_a_run_whose_every_reply_was_discarded_says_so_and_names_only_files_it_wrote(tmp_path, recipe):
+    out = tmp_path / recipe
+    with OpenAIStub(default=lambda body: Reply(text=" Sing")) as stub:  # too short for both recipes' filters
+        done = subprocess.run([sys.executable, "-m", "alpaca_nb.cli", "generate", "--recipe", recipe, "--output-dir",
+                               str(out), "--backend", "url", "--base-url", stub.base_url, "--model", "stub", "--api",
+                               "completions", "--num-instructions", "2", "--max-requests", "3", "--no-progress"],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert re.search(r"nothing kept: every reply of \d+ request\(s\) was discarded \((malformed|too_short) \d+",
+                     lines[-1]), lines[-1]
+    wrote = next(line for line in lines if line.startswith("wrote "))
+    for name in wrote.removeprefix("wrote ").split(", "):
+        assert Path(name).exists(), name
