@@ -72,6 +72,9 @@ def page_info(path: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise AlpacaNbError(f"{path}: line {e.lineno}: not a notebook (malformed JSON: {e.msg}); run it again "
                             "with `alpaca-nb run-notebooks`") from e
+    if not isinstance(nb, dict):
+        raise AlpacaNbError(f"{path}: not a notebook (a JSON {type(nb).__name__}, not an object); run it again "
+                            "with `alpaca-nb run-notebooks`")
     heading = next((m.group(1) for c in nb.get("cells", []) if c.get("cell_type") == "markdown"
                     for m in [re.search(r"^# (.+)$", "".join(c.get("source", "")), re.MULTILINE)] if m), path.stem)
     papermill = (nb.get("metadata") or {}).get("papermill") or {}
@@ -81,15 +84,23 @@ def page_info(path: str | Path) -> dict[str, Any]:
 
 
 def render_page(path: str | Path, out_path: str | Path) -> Path:
-    """Render one executed notebook to a self-contained HTML page at ``out_path``."""
+    """Render one executed notebook to a self-contained HTML page at ``out_path``, its outputs sanitised
+    (:mod:`alpaca_nb.page_safety`). An unreadable notebook raises :class:`AlpacaNbError` naming it."""
     import jinja2
     import nbformat
     from nbconvert import HTMLExporter
 
+    from .page_safety import sanitise_outputs
+
     exporter = HTMLExporter(extra_loaders=[jinja2.DictLoader({"offline.html.j2": _OFFLINE_TEMPLATE})],
                             template_file="offline.html.j2", embed_images=True)
-    page, _ = exporter.from_notebook_node(nbformat.read(path, as_version=4),
-                                          resources={"metadata": {"path": str(Path(path).parent)}})
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as e:  # nbformat's NotJSONError, a validation error, an unreadable file
+        raise AlpacaNbError(f"{path}: not a readable notebook ({type(e).__name__}: {str(e)[:120]}); run it again "
+                            "with `alpaca-nb run-notebooks`, or move it out of the folder") from None
+    sanitise_outputs(nb)  # model text in outputs never runs as script on the page
+    page, _ = exporter.from_notebook_node(nb, resources={"metadata": {"path": str(Path(path).parent)}})
     return _publish(atomic_write_text(out_path, page))
 
 
@@ -103,14 +114,14 @@ def _when(iso: str | None) -> str:
     if not iso:
         return "not run by papermill"
     try:
-        return datetime.fromisoformat(iso.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
+        return datetime.fromisoformat(str(iso).replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
     except ValueError:
-        return iso
+        return html.escape(str(iso))
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
+    if not isinstance(seconds, (int, float)):
+        return "" if seconds is None else html.escape(str(seconds))
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes} min {secs} s" if minutes else f"{seconds:.1f} s"
 

@@ -209,3 +209,44 @@ def test_setup_cells_command_reports_nothing_to_do_on_a_clean_checkout(capsys, m
     monkeypatch.setattr(notebook_setup, "atomic_write_text", lambda path, text: written.append(path))
     assert main(["setup-cells"]) == 0
     assert written == [] and "up to date" in capsys.readouterr().out
+
+
+HOSTILE = "<script>document.title='pwned'</script><img src=x onerror=alert(2)><a href='javascript:alert(3)'>x</a>"
+
+
+def test_site_pages_carry_no_live_script_from_model_text(tmp_path, capsys):
+    """A notebook that shows a model's answer in a raw Styler table (no escaping) and a JavaScript output, executed
+    by a real kernel, renders with neither the script, the handler nor the javascript: link live; the table stays."""
+    from nbclient import NotebookClient
+
+    executed = tmp_path / "notebooks"
+    executed.mkdir()
+    cell = ("import pandas as pd\nfrom IPython.display import Javascript, display\n"
+            f"display(pd.DataFrame({{'answer': [{HOSTILE!r}]}}).style.set_properties(color='red'))\n"
+            "display(Javascript(\"document.body.innerHTML = 'pwned'\"))")
+    path = _lesson(executed / "04_hostile.ipynb", "Lesson 04 — Hostile", [nbformat.v4.new_code_cell(cell)])
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    nb.metadata["papermill"] = {"start_time": "<script>alert('meta')</script>", "duration": "<b>x</b>",
+                                "exception": None}
+    nbformat.write(nb, path)
+    assert "<script>document.title" in json.dumps(nb.cells[-1].outputs)  # the raw output really is hostile
+    assert main(["site", "--notebooks", str(executed), "--out", str(tmp_path / "site")]) == 0
+    page = (tmp_path / "site" / "04_hostile.html").read_text(encoding="utf-8")
+    index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    for html_text in (page, index):
+        assert not re.search(r"<script[^>]*>\s*(document\.title|alert)", html_text)  # the code cell shows it escaped
+        assert not re.search(r"<[^>]+\son\w+\s*=", html_text)          # no event-handler attribute anywhere
+        assert not re.search(r"<a[^>]*href=['\"]?javascript:", html_text)
+    assert not re.search(r"<script[^>]*>[^<]*innerHTML", page)
+    assert "<table" in page and "color: red" in page                    # the table and its CSS survive
+    assert "&lt;script&gt;alert(&#x27;meta&#x27;)" in index or "&lt;script&gt;alert(&#39;meta&#39;)" in index
+
+
+def test_site_with_a_malformed_notebook_is_one_clear_error(tmp_path, capsys):
+    executed = tmp_path / "notebooks"
+    executed.mkdir()
+    (executed / "01_broken.ipynb").write_text('{"cells": [')
+    assert main(["site", "--notebooks", str(executed), "--out", str(tmp_path / "site")]) == 2
+    err = capsys.readouterr().err
+    assert "01_broken.ipynb" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
