@@ -62,6 +62,9 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="which answer is shown first: random per item (seeded), both orders averaged, or fixed")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-tokens", type=int, default=32, help="length of the judge's reply")
+    p.add_argument("--verdict", choices=("weighted", "text"), default="weighted",
+                   help="weighted: AlpacaEval 2's preference from the labels' probabilities (server logprobs, or a "
+                        "local judge's logits; falls back to text where there are none); text: the reply parsed")
     p.add_argument("--out", help="annotations file (default: outputs/05_evaluate/annotations_<generator>.json, one "
                    "per model); resumes, and judges again what other settings judged")
     p.set_defaults(func=_cmd_judge)
@@ -132,7 +135,8 @@ def _cmd_judge(args: argparse.Namespace) -> None:
     references = answers.load_outputs(args.reference, args.eval_set)
     with endpoint_from_args(args, args.judge_model) as endpoint:
         annotations = judge.judge(model_outputs, references, endpoint, order=args.order, seed=args.seed,
-                                  max_tokens=args.max_tokens, workers=args.workers, out_path=out)
+                                  max_tokens=args.max_tokens, workers=args.workers, out_path=out,
+                                  verdict=args.verdict)
     print_json({"annotations": str(out)} | winrate.leaderboard(annotations))
 
 
@@ -196,6 +200,8 @@ def add_evidence(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=24, help="pairs with a known winner, each judged in both orders")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-tokens", type=int, default=12, help="length of the judge's reply")
+    p.add_argument("--verdict", choices=("weighted", "text"), default="weighted",
+                   help="which method's numbers decide PASSED/FAILED (both are reported)")
     p.add_argument("--out", required=True, help="folder for judge_check.json and its annotations")
     p.set_defaults(func=_cmd_judge_check)
 
@@ -226,5 +232,5 @@ def _cmd_judge_check(args: argparse.Namespace) -> None:
 
     with endpoint_from_args(args, args.model) as endpoint:
         result = judge_check.run_judge_check(endpoint, n=args.n, seed=args.seed, max_tokens=args.max_tokens,
-                                             out_dir=args.out)
+                                             out_dir=args.out, verdict_method=args.verdict)
     print(judge_check.summary_line(result))

@@ -155,12 +155,13 @@ def send_request(client, endpoint, config: GenerateConfig, index: int, texts: li
 
 
 def complete_once(client, endpoint, what: str, messages: list[dict] | None = None, prompt: str | None = None,
-                  **params) -> str:
+                  sink: list | None = None, **params) -> str:
     """The text of one chat (``messages``) or plain completion (``prompt``) request, for lessons 04-05.
 
     The client's own retries cover HTTP failures; a failed request or an unusable reply (no ``choices``, an
     HTML page, malformed JSON) raises one-line :class:`AlpacaNbError` naming the server and ``what`` (e.g.
-    ``"item '12'"``). The text and the message are scrubbed of the API key (:func:`scrub_secrets`)."""
+    ``"item '12'"``). The text and the message are scrubbed of the API key (:func:`scrub_secrets`). With ``sink``
+    (a list), the response object is appended to it (for its ``logprobs``)."""
     import openai
 
     api = "chat" if messages is not None else "completions"
@@ -170,6 +171,8 @@ def complete_once(client, endpoint, what: str, messages: list[dict] | None = Non
         else:
             r = client.completions.create(model=endpoint.model, prompt=prompt, **params)
         text = _outputs(r, api, 1)[0][0]
+        if sink is not None:
+            sink.append(r)
     except (openai.OpenAIError, json.JSONDecodeError, UnusableReply) as e:
         server = endpoint.base_url or "https://api.openai.com/v1"
         if _retry_kind(e) == "bad_reply":

@@ -3,12 +3,14 @@
 For each instruction the judge sees two answers, labelled ``Output (a)`` and ``Output (b)``, never the
 names of the models. Which answer is shown first is drawn per item from ``seed`` (``order="random"``),
 or both orders are asked and averaged (``order="both"``, twice the requests, cancels position bias).
-The verdict is read from the reply's text (no logprobs needed, so any server works); a reply that
-names no clear winner is recorded as unparseable (``preference: None``), counted, and never guessed.
+By default the verdict is *weighted*, as AlpacaEval 2's judge: the probabilities the judge gives the two labels
+(:mod:`alpaca_nb.judge_weighted`) make a continuous preference in [1, 2]. The text verdict is read from the reply
+too (and is the fallback where a server sends no logprobs); a reply that names no clear winner is recorded as
+unparseable (``preference: None``), counted, and never guessed.
 
 Annotations use AlpacaEval's format: ``output_1`` is the reference (baseline), ``output_2`` the model
-under test, and ``preference`` is 1 (output_1 wins), 2 (output_2 wins), 1.5 (a draw) or ``None``
-(unparseable). With ``order="both"`` the preference is the mean over the parsed verdicts. Each annotation also
+under test, and ``preference`` is 1 (output_1 wins), 2 (output_2 wins), 1.5 (a draw), anything between for a
+weighted verdict, or ``None`` (unparseable). With ``order="both"`` the preference is the mean over the orders. Each annotation also
 keeps ``judge_settings`` (judge model, endpoint, prompt, decoding), so a rerun with other settings judges again.
 """
 from __future__ import annotations
@@ -24,9 +26,11 @@ from .errors import AlpacaNbError
 from .fileio import atomic_write_json, read_json
 from .folder_lock import locks_output_folder, parent_of
 from .generate_requests import complete_once, map_requests
+from .judge_weighted import TOP_LOGPROBS, LocalLabelReader, label_probabilities_from_response, weighted_preference
 from .server import Endpoint
 
 ORDERS = ("random", "both", "fixed")
+VERDICTS = ("weighted", "text")  # weighted: the labels' probabilities (AlpacaEval 2); text: the reply parsed
 SETTINGS_FIELD = "judge_settings"  # extra key in each annotation: what produced it (AlpacaEval ignores it)
 
 JUDGE_SYSTEM = (
@@ -77,11 +81,14 @@ _KEYED_CLAUSE = re.compile(rf"^(?:.*\b{_KEY}\s*(?:is)?\s*[:=\-]?\s*)?(?:{_NAMED}
 _KEYED = re.compile(rf"{_KEY}\s*(?:is)?\s*[:=\-]?\s*(?:{_NAMED}|{_BARE}|(?:a )?({_TIE})\b)")
 _NOT_AS_GOOD = re.compile(rf"{_NAMED}\s+(?:is|was|does|seems)\s+not\s+(?:quite\s+)?as\s+(?:good|strong|{_ADJ})"
                           rf"\s+as\s+{_NAMED}")
-_ANY_LABEL = re.compile(r"(?:output|response|answer|assistant|model|option|candidate)\s*\(?\s*([a-z]|\d+)\s*\)?"
-                        r"(?![a-z])")
+# a label: "Output (b)", "response 2", or a bare "(b)" ("Both are bad, but (b) is slightly better")
+_ANY_LABEL = re.compile(r"(?:(?:output|response|answer|assistant|model|option|candidate)\s*\(?\s*|\((?=[a-z]\)))"
+                        r"([a-z]|\d+)\s*\)?(?![a-z])")
 _MENTION = re.compile(_NAMED)
 _OTHER_LABEL = re.compile(r"(?:output|response)\s*\(?\s*(?:[c-z]|\d+)\s*\)?(?![a-z])")
 _TIE_WORD = re.compile(rf"\b{_TIE}\b")
+# a tie word conceded before a verdict ("Both are bad, but (b) is slightly better") is not a tie claim
+_CONCEDED_TIE = re.compile(rf"\b{_TIE}\b\s*,?\s*(?=\b(?:but|however|yet)\b)")
 _CLAUSE_END = re.compile(r"[.;!?\n]+|,|\b(?:but|while|whereas|however|although|though|so|hence|therefore)\b")
 
 
@@ -156,7 +163,7 @@ def parse_verdict(text: str | None) -> str | None:
     """
     if not text or not text.strip():
         return None
-    t = _normalise(text)
+    t = _CONCEDED_TIE.sub("", _normalise(text))
     brackets = {"tie" if x in ("c", "tie") else x for x in _BRACKETS.findall(t)}
     if len(brackets) == 1:
         return brackets.pop()
@@ -222,11 +229,14 @@ def annotations_file(generator: str) -> str:
     return f"annotations_{re.sub(r'[^A-Za-z0-9_.+-]+', '_', generator)}.json"
 
 
-def judge_settings(endpoint: Endpoint, max_tokens: int = 32, temperature: float = 0.0) -> dict[str, Any]:
+def judge_settings(endpoint: Endpoint, max_tokens: int = 32, temperature: float = 0.0,
+                   verdict: str = "weighted") -> dict[str, Any]:
     """Everything besides the pair and its order that changes a verdict, as stored in ``judge_settings``:
-    :meth:`Endpoint.identity` (server, judge model and weights), the prompt's fingerprint, the decoding settings."""
+    :meth:`Endpoint.identity` (server, judge model and weights), the prompt's fingerprint, the decoding settings
+    and the verdict method."""
     prompt = hashlib.sha256((JUDGE_SYSTEM + "\0" + JUDGE_TEMPLATE).encode()).hexdigest()[:16]
-    return endpoint.identity() | {"prompt": prompt, "max_tokens": max_tokens, "temperature": temperature}
+    return endpoint.identity() | {"prompt": prompt, "max_tokens": max_tokens, "temperature": temperature,
+                                  "verdict": verdict}
 
 
 def _earlier_annotations(out_path: str | Path | None, generator: str) -> list[dict[str, Any]]:
@@ -247,8 +257,14 @@ def _earlier_annotations(out_path: str | Path | None, generator: str) -> list[di
 @locks_output_folder("alpaca-nb judge", parent_of("out_path"))
 def judge(model_outputs: Sequence[dict], reference_outputs: Sequence[dict], endpoint: Endpoint,
           order: str = "random", seed: int = 0, max_tokens: int = 32, temperature: float = 0.0, workers: int = 1,
-          out_path: str | Path | None = None, progress: bool = True) -> list[dict[str, Any]]:
+          out_path: str | Path | None = None, progress: bool = True, verdict: str = "weighted") -> list[dict[str, Any]]:
     """Judge every model output against the reference output of its instruction; return the annotations.
+
+    ``verdict="weighted"`` (default) makes ``preference`` AlpacaEval 2's continuous one, from the probabilities
+    of the labels (:mod:`alpaca_nb.judge_weighted`: the server's ``logprobs``, or a local judge folder's logits),
+    averaged over the orders; where none are available it falls back to the text verdict, and the annotation's
+    ``verdict_method`` says ``"text (no logprobs)"``. ``verdict="text"`` parses the reply only. Both are stored
+    per judgement (``verdict``; ``p_a``/``p_b``), so the judge check can compare the two.
 
     Each annotation is AlpacaEval's record plus ``annotator`` (the judge model), ``dataset``,
     ``judgements`` (per request: which output was shown first, the raw reply, the parsed verdict) and
@@ -266,9 +282,14 @@ def judge(model_outputs: Sequence[dict], reference_outputs: Sequence[dict], endp
     if len(generators) > 1:
         raise AlpacaNbError(f"the model outputs mix {len(generators)} generators ({', '.join(generators[:3])}); "
                             "judge one model at a time (answer each into its own --out file)")
+    if verdict not in VERDICTS:
+        raise AlpacaNbError(f"unknown verdict method {verdict!r}; choose one of {', '.join(VERDICTS)}")
     client = endpoint.client(max_retries=2)
     annotator = Path(endpoint.model).name
-    settings = judge_settings(endpoint, max_tokens, temperature)
+    settings = judge_settings(endpoint, max_tokens, temperature, verdict)
+    local_folder = verdict == "weighted" and Path(endpoint.model).is_dir()
+    reader = LocalLabelReader(endpoint.model) if local_folder else None  # transformers serve sends no logprobs
+    extra = {"logprobs": True, "top_logprobs": TOP_LOGPROBS} if verdict == "weighted" and not local_folder else {}
 
     def plan(ref: dict, mod: dict) -> dict[str, Any]:
         return {"instruction": mod["instruction"], "output_1": ref["output"], "generator_1": ref["generator"],
@@ -285,13 +306,20 @@ def judge(model_outputs: Sequence[dict], reference_outputs: Sequence[dict], endp
         judgements = []
         for first in p.pop("firsts"):
             a, b = (p["output_1"], p["output_2"]) if first == 1 else (p["output_2"], p["output_1"])
+            messages, sink = judge_messages(p["instruction"], a, b), []
             raw = complete_once(client, endpoint, f"judge request for instruction {p['instruction'][:60]!r}",
-                                messages=judge_messages(p["instruction"], a, b), max_tokens=max_tokens,
-                                temperature=temperature)
-            judgements.append({"first": first, "raw_completion": raw, "verdict": parse_verdict(raw)})
+                                messages=messages, max_tokens=max_tokens, temperature=temperature, sink=sink,
+                                **extra)
+            probs = reader(messages) if reader else (label_probabilities_from_response(sink[0]) if extra else None)
+            judgements.append({"first": first, "raw_completion": raw, "verdict": parse_verdict(raw),
+                               **(probs or {})})
         prefs = [verdict_to_preference(j["verdict"], j["first"]) for j in judgements]
         prefs = [x for x in prefs if x is not None]
-        return p | {"preference": sum(prefs) / len(prefs) if prefs else None, "judgements": judgements}
+        text_pref = sum(prefs) / len(prefs) if prefs else None
+        weighted = weighted_preference(judgements) if verdict == "weighted" else None
+        method = "weighted" if weighted is not None else ("text" if verdict == "text" else "text (no logprobs)")
+        return p | {"preference": weighted if weighted is not None else text_pref, "verdict_method": method,
+                    "judgements": judgements}
 
     plans = [plan(ref, mod) for ref, mod in pair_outputs(model_outputs, reference_outputs)]
     earlier = _earlier_annotations(out_path, generators[0])

@@ -71,6 +71,29 @@ def check_metrics(annotations: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "unparseable": sum(v is None for _, v in verdicts) / n if n else None}
 
 
+def weighted_metrics(annotations: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The same three numbers for the weighted verdicts, plus ``calibration``, where ``output_1`` is the stronger
+    answer: ``agreement`` = pairs whose mean p(stronger) over both orders is above 0.5 (AlpacaEval 2's debiased
+    preference); ``position_bias`` = judgements that give the answer shown first p > 0.5; ``calibration`` = the mean
+    p(stronger) over judgements; ``unparseable`` = judgements without label probabilities."""
+    judgements = [j for a in annotations for j in a["judgements"]]
+    scored = [j for j in judgements if j.get("p_a") is not None]
+    p_strong = [j["p_a"] if j["first"] == 1 else j["p_b"] for j in scored]
+    pairs = []
+    for a in annotations:
+        ps = [j["p_a"] if j["first"] == 1 else j["p_b"] for j in a["judgements"] if j.get("p_a") is not None]
+        if ps and len(ps) == len(a["judgements"]):
+            pairs.append(sum(ps) / len(ps))
+    decided = [p for p in pairs if p != 0.5]
+    n = len(judgements)
+    return {"n": len(annotations), "n_verdicts": n, "n_decided": len(decided), "n_ties": len(pairs) - len(decided),
+            "n_unparseable": n - len(scored),
+            "agreement": sum(p > 0.5 for p in decided) / len(decided) if decided else None,
+            "position_bias": sum(j["p_a"] > 0.5 for j in scored) / len(scored) if scored else None,
+            "calibration": sum(p_strong) / len(p_strong) if p_strong else None,
+            "unparseable": (n - len(scored)) / n if n else None}
+
+
 def verdict(metrics: dict[str, Any], min_agreement: float = MIN_AGREEMENT,
             max_position_bias: float = MAX_POSITION_BIAS, max_unparseable: float = MAX_UNPARSEABLE) -> dict[str, Any]:
     """``metrics`` plus ``passed`` (bool), ``reasons`` (why it failed) and the thresholds used."""
@@ -90,17 +113,28 @@ def verdict(metrics: dict[str, Any], min_agreement: float = MIN_AGREEMENT,
 
 
 def run_judge_check(endpoint: Endpoint, n: int = 24, seed: int = 0, max_tokens: int = 12,
-                    out_dir: str | Path | None = None, progress: bool = True, **thresholds) -> dict[str, Any]:
+                    out_dir: str | Path | None = None, progress: bool = True, verdict_method: str = "weighted",
+                    **thresholds) -> dict[str, Any]:
     """Judge ``n`` known pairs in both orders with ``endpoint``; return (and write ``judge_check.json``) the
-    verdict. The raw annotations go to ``judge_check_annotations.json`` beside it (resumable)."""
+    verdict. The raw annotations go to ``judge_check_annotations.json`` beside it (resumable).
+
+    The same requests give both methods: the result keeps ``"text"`` and (where the judge gave label
+    probabilities) ``"weighted"`` metrics, each with its own ``passed``; the top-level numbers and ``passed`` are
+    those of ``method``: ``verdict_method`` when available, else ``text``."""
     from .judge import judge
 
     weak, strong = known_pairs(n, seed)
     out = Path(out_dir) if out_dir else None
     annotations = judge(weak, strong, endpoint, order="both", seed=seed, max_tokens=max_tokens,
-                        out_path=out / "judge_check_annotations.json" if out else None, progress=progress)
-    result = verdict(check_metrics(annotations), **thresholds) | {
-        "judge": Path(endpoint.model).name, "strong": STRONG, "weak": WEAK, "seed": seed, "max_tokens": max_tokens}
+                        out_path=out / "judge_check_annotations.json" if out else None, progress=progress,
+                        verdict=verdict_method)
+    methods = {"text": verdict(check_metrics(annotations), **thresholds)}
+    weighted = weighted_metrics(annotations)
+    if weighted["n_unparseable"] < weighted["n_verdicts"]:
+        methods["weighted"] = verdict(weighted, **thresholds)
+    method = verdict_method if verdict_method in methods else "text"
+    result = methods[method] | methods | {"method": method, "judge": Path(endpoint.model).name, "strong": STRONG,
+                                          "weak": WEAK, "seed": seed, "max_tokens": max_tokens}
     if out:
         atomic_write_json(out / CHECK_FILE, result, secrets=[endpoint.api_key])
     return result
@@ -121,9 +155,17 @@ def _pct(x: float | None) -> str:
 def summary_line(result: dict[str, Any]) -> str:
     """One line for people: PASSED or FAILED, the three numbers and, when failed, why."""
     head = "PASSED" if result["passed"] else "FAILED"
-    line = (f"judge check {head} ({result.get('judge', 'judge')}, {result['n']} pairs x 2 orders): agreement "
-            f"{_pct(result['agreement'])}, position bias {_pct(result['position_bias'])}, "
+    method = result.get("method", "text")
+    line = (f"judge check {head} ({result.get('judge', 'judge')}, {method} verdicts, {result['n']} pairs x 2 orders): "
+            f"agreement {_pct(result['agreement'])}, position bias {_pct(result['position_bias'])}, "
             f"unparseable {_pct(result['unparseable'])}")
+    if result.get("calibration") is not None:
+        line += f", calibration {result['calibration']:.2f}"
+    other = "text" if method == "weighted" else "weighted"
+    if isinstance(result.get(other), dict):
+        o = result[other]
+        line += (f" | {other}: agreement {_pct(o['agreement'])}, position bias {_pct(o['position_bias'])}, "
+                 f"{'passed' if o['passed'] else 'failed'}")
     if result["passed"]:
         return line
     return f"{line} [{'; '.join(result['reasons'])}]: its win rates are not evidence"
@@ -146,3 +188,38 @@ def mark_leaderboard(table: dict[str, dict[str, Any]], check: dict[str, Any] | N
     """Each leaderboard row plus ``judge_check`` ("passed", "failed" or "not run") and ``evidence`` (bool)."""
     status = "not run" if check is None else ("passed" if check["passed"] else "failed")
     return {name: row | {"judge_check": status, "evidence": status == "passed"} for name, row in table.items()}
+
+
+def plot_methods(result: dict[str, Any], title: str = "") -> Any:
+    """Text vs weighted verdicts of one judge check side by side: agreement and position bias (bars, %), with the
+    pass thresholds as dashed lines. A method that failed says so in red on its bars; the figure's note says how
+    many pairs it rests on. Returns the matplotlib figure (save it with :func:`alpaca_nb.plots.save_figure`)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    methods = [m for m in ("text", "weighted") if isinstance(result.get(m), dict)]
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    x = np.arange(len(methods))
+    for offset, key, label, color in ((-0.2, "agreement", "agreement", "#4C72B0"),
+                                      (0.2, "position_bias", "position bias", "#DD8452")):
+        bars = ax.bar(x + offset, [100 * (result[m][key] or 0) for m in methods], width=0.4, label=label, color=color)
+        ax.bar_label(bars, fmt="%.0f%%", padding=2)
+    thresholds = result[methods[0]]["thresholds"] if methods else {}
+    if thresholds:
+        ax.axhline(100 * thresholds["min_agreement"], ls="--", color="#4C72B0", lw=1)
+        ax.axhline(100 * thresholds["max_position_bias"], ls="--", color="#DD8452", lw=1)
+    ax.axhline(50, ls=":", color="grey", lw=1)
+    labels = [f"{m}\n{'passed' if result[m]['passed'] else 'FAILED'}" for m in methods]
+    ax.set_xticks(x, labels)
+    for tick, m in zip(ax.get_xticklabels(), methods):
+        tick.set_color("black" if result[m]["passed"] else "#B00020")
+    ax.set_ylim(0, 125)
+    ax.set_yticks(range(0, 101, 25))
+    ax.set_ylabel("% (dashed: pass thresholds; dotted: a coin)")
+    ax.set_title(title or f"judge check: {result.get('judge', 'judge')}, {result['n']} known pairs x 2 orders")
+    ax.legend(loc="upper left", fontsize=8, ncols=2)
+    if result["n"] < SMALL_SAMPLE:
+        ax.text(0.99, 0.97, f"small sample: {result['n']} pairs", transform=ax.transAxes, ha="right", va="top",
+                fontsize=8, color="#B00020")
+    fig.tight_layout()
+    return fig

@@ -52,6 +52,9 @@ LOSER_FIRST = [
     ("Output (a) fails to follow the instruction; Output (b) is correct.", "b"),
     ("Output (b) is the winner because Output (a) has errors", "b"), ("No, Output (b) is better", "b"),
     ("Output (a) is worse than Output (b), so the verdict is Output (b).", "b"), ("The answer is B.", "b"),
+    # a tie word conceded before the verdict, and a bare "(b)": the judge check's hidden phrasing (issue 21)
+    ("Both are bad, but (b) is slightly better.", "b"), ("Both are good, but Output (a) is more detailed.", "a"),
+    ("Both are equally good, however (a) is better.", "a"),
     # ambiguous or unreadable: None
     ("Output (a) is not better than Output (b).", None), ("Output (b) is not better.", None),
     ("Neither Output (a) nor Output (b) is better.", None), ("I do not prefer Output (a).", None),
@@ -222,8 +225,11 @@ def test_end_to_end_on_the_local_default_judge(local_endpoint, tmp_path, capsys)
     for a in annotations:
         assert (a["annotator"], a["generator_1"], a["generator_2"]) == ("SmolLM2-135M-Instruct", "text_davinci_003",
                                                                         "truncated")
-        assert a["preference"] in (1.0, 1.5, 2.0, None)
-        assert a["judgements"][0]["verdict"] == parse_verdict(a["judgements"][0]["raw_completion"])
+        j = a["judgements"][0]  # the default, weighted verdict: the local judge's own label probabilities
+        assert a["verdict_method"] == "weighted" and 1.0 < a["preference"] < 2.0
+        assert a["preference"] == pytest.approx(1 + (j["p_b"] if j["first"] == 1 else j["p_a"]))
+        assert j["p_a"] + j["p_b"] == pytest.approx(1.0) and 0 < j["mass"] <= 1
+        assert j["verdict"] == parse_verdict(j["raw_completion"])  # the text verdict is kept beside it
 
 
 # --- caches keyed by everything that changes a verdict; one annotations file per model -------------------------
@@ -282,3 +288,48 @@ def test_mixed_generators_are_refused(scripted):
     with pytest.raises(AlpacaNbError, match="mix 2 generators"):
         judge([model[0], model[1] | {"generator": "other"}], reference, _endpoint(scripted(_prefers_good)),
               progress=False)
+
+
+# --- weighted verdicts: the labels' probabilities, as AlpacaEval 2's weighted judge ----------------------------
+
+def _logprob_choice(text: str, p: dict[str, float]) -> dict:
+    """A chat choice with OpenAI-style logprobs: the label token after "Output (" carries ``p`` as top_logprobs."""
+    import math
+
+    def token(t: str, alts: dict[str, float]) -> dict:
+        return {"token": t, "logprob": math.log(max(alts.values())), "bytes": None,
+                "top_logprobs": [{"token": k, "logprob": math.log(v), "bytes": None} for k, v in alts.items()]}
+
+    content = [token("Output", {"Output": 0.99}), token(" (", {" (": 0.98}), token("a", p), token(")", {")": 0.99})]
+    return {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text},
+            "logprobs": {"content": content}}
+
+
+def test_weighted_verdict_reads_the_servers_logprobs_in_both_orders(tmp_path):
+    model, reference = _pairs(2)
+    probs = {"a": 0.7, "b": 0.2, "A": 0.05, "Tie": 0.05}  # "A" is the same label as "a": summed, as AlpacaEval
+
+    def answer(body: dict) -> Reply:
+        return Reply(fields={"choices": [_logprob_choice("Output (a)", probs)]})
+
+    with OpenAIStub(default=answer, model="logprob-judge") as stub:
+        annotations = judge(model, reference, _endpoint(stub), order="both", progress=False)
+    assert all(r["body"]["logprobs"] is True and r["body"]["top_logprobs"] == 5 for r in stub.requests)
+    assert len(stub.requests) == 4  # no more requests than the text verdict: one per order
+    p_a = 0.75 / 0.95
+    for a in annotations:
+        assert a["verdict_method"] == "weighted"
+        # order 1: output_2 shown as (b) -> p(output_2) = p_b; order 2: shown as (a) -> p_a; the mean of 1 + p
+        assert a["preference"] == pytest.approx(1 + ((1 - p_a) + p_a) / 2)
+        assert [j["p_a"] for j in a["judgements"]] == pytest.approx([p_a, p_a])
+
+
+def test_a_server_without_logprobs_falls_back_to_the_text_verdict_and_says_so(scripted):
+    model, reference = _pairs(3)
+    annotations = judge(model, reference, _endpoint(scripted(_prefers_good)), order="fixed", progress=False)
+    parsed = [a for a in annotations if a["preference"] is not None]
+    assert parsed and all(a["verdict_method"] == "text (no logprobs)" for a in annotations)
+    assert {a["preference"] for a in parsed} == {2.0}  # the text verdict: GOOD (the model's) wins
+    text = judge(model, reference, _endpoint(scripted(_prefers_good)), order="fixed", progress=False,
+                 verdict="text")
+    assert all(a["verdict_method"] == "text" for a in text)
