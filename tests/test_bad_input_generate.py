@@ -192,7 +192,8 @@ def test_default_max_requests_is_printed_and_bounds_a_run_that_keeps_nothing(tmp
         dry = run_cli(*args, "--num-instructions", "100", "--dry-run")
         assert dry.returncode == 0 and "(10 requests; at most 30: default 3x the estimate" in dry.stderr
         result = run_cli(*args, "--num-instructions", "2")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr                      # a run that kept nothing is a failure
+    assert "nothing kept: every reply of 10 request(s) was discarded" in result.stderr
     assert "at most 10: default" in result.stderr                     # 1 request expected; at least 10
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "stopped: max_requests reached" and summary["requests"] == 10 == len(stub.requests)
