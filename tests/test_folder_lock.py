@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -38,12 +39,18 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
 
 def test_two_alpaca_runs_into_one_folder_the_second_is_refused_and_nothing_is_lost(tmp_path):
     out = tmp_path / "gen"
-    with OpenAIStub(default=UniqueTasks(per_reply=2, delay=0.2)) as stub:
+    # The first run's replies wait until the second run has been answered: on a loaded machine the first run
+    # could otherwise finish before the second one starts (it then finds the work done and exits 0).
+    gate, tasks = threading.Event(), UniqueTasks(per_reply=2, delay=0.2)
+    with OpenAIStub(default=lambda body: (gate.wait(120), tasks(body))[1]) as stub:
         first = _generate(out, stub.base_url, "--num-instructions", "12", "--max-concurrency", "1")
-        _wait_for(out / "regen.json", first)
-        start = time.monotonic()
-        second = _generate(out, stub.base_url, "--num-instructions", "12")
-        _, err = second.communicate(timeout=60)
+        try:
+            _wait_for(out / HOLDER_FILE, first)  # the lock is held (regen.json waits on the first reply)
+            start = time.monotonic()
+            second = _generate(out, stub.base_url, "--num-instructions", "12")
+            _, err = second.communicate(timeout=60)
+        finally:
+            gate.set()
         assert second.returncode == 2 and time.monotonic() - start < 30
         assert str(out.resolve()) in err and f"pid {first.pid}" in err and "alpaca-nb generate" in err
         assert "Traceback" not in err
