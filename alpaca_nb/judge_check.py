@@ -25,6 +25,7 @@ from typing import Any, Sequence
 from .data import ensure, validate_file
 from .errors import AlpacaNbError
 from .fileio import atomic_write_json, read_json
+from .judge_weighted import p_output
 from .server import Endpoint
 
 STRONG, WEAK = "gpt4_1106_preview", "alpaca-7b"
@@ -78,10 +79,10 @@ def weighted_metrics(annotations: Sequence[dict[str, Any]]) -> dict[str, Any]:
     p(stronger) over judgements; ``unparseable`` = judgements without label probabilities."""
     judgements = [j for a in annotations for j in a["judgements"]]
     scored = [j for j in judgements if j.get("p_a") is not None]
-    p_strong = [j["p_a"] if j["first"] == 1 else j["p_b"] for j in scored]
+    p_strong = [p_output(j, 1) for j in scored]
     pairs = []
     for a in annotations:
-        ps = [j["p_a"] if j["first"] == 1 else j["p_b"] for j in a["judgements"] if j.get("p_a") is not None]
+        ps = [p_output(j, 1) for j in a["judgements"] if j.get("p_a") is not None]
         if ps and len(ps) == len(a["judgements"]):
             pairs.append(sum(ps) / len(ps))
     decided = [p for p in pairs if p != 0.5]

@@ -87,6 +87,11 @@ class LocalLabelReader:
         return normalised(float(probs[self.ids["a"]]), float(probs[self.ids["b"]]))
 
 
+def p_output(judgement: dict[str, Any], output: int) -> float:
+    """The probability one judgement gave ``output`` (1 or 2), given which was shown as ``Output (a)`` (``first``)."""
+    return judgement["p_a"] if judgement["first"] == output else judgement["p_b"]
+
+
 def weighted_preference(judgements: list[dict[str, Any]]) -> float | None:
     """AlpacaEval's continuous preference from judgements with ``p_a``/``p_b`` and ``first`` (which output was shown
     as ``Output (a)``): the mean over the orders of ``1 + p(output_2)``; ``None`` if any judgement lacks them."""
@@ -94,6 +99,5 @@ def weighted_preference(judgements: list[dict[str, Any]]) -> float | None:
     for j in judgements:
         if j.get("p_a") is None:
             return None
-        p_output_2 = j["p_b"] if j["first"] == 1 else j["p_a"]
-        values.append(1 + p_output_2)
+        values.append(1 + p_output(j, 2))
     return sum(values) / len(values) if values else None
